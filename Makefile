@@ -1,0 +1,49 @@
+# seqbook: two commands on a fresh machine.
+#   make book   -- build the site into _build/html/index.html
+#   make test   -- unit tests + every chapter notebook under nbval + site checks
+# Both create the virtual environment .venv/ first when it is missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SITE   := _build/html/index.html
+TORCH  := $(shell grep -E '^torch==' requirements.txt)
+SOURCES := $(shell find book -type f ! -path '*/.ipynb_checkpoints/*') \
+           $(wildcard seqbook_lib/*.py _ext/*.py) _config.yml _toc.yml references.bib
+
+.PHONY: venv book test unit execute clean
+
+venv: $(STAMP)
+
+# torch comes first, pinned, so that no other requirement pulls a CUDA build.
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+book: $(SITE)
+
+# From scratch (--all) and strict (-W): a warning, e.g. a broken reference or
+# a notebook that fails to render, fails the build.
+$(SITE): $(STAMP) $(SOURCES)
+	./scripts/vendor_js.sh
+	$(BIN)/jupyter-book build . --all -W --keep-going
+	@echo "Site built: open $(abspath $(SITE))"
+
+test: $(STAMP) $(SITE)
+	$(BIN)/pytest --nbval --nbval-current-env \
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+unit: $(STAMP)
+	$(BIN)/pytest tests
+
+# Re-run a notebook in place and store its outputs: make execute NB=book/....ipynb
+execute: $(STAMP)
+	@test -n "$(NB)" || { echo "usage: make execute NB=path/to/notebook.ipynb"; exit 2; }
+	cd "$(dir $(NB))" && $(abspath $(BIN))/jupyter execute --inplace "$(notdir $(NB))"
+
+clean:
+	rm -rf _build

@@ -1,0 +1,48 @@
+"""Shared timing helper for the benchmark scripts (not a test).
+
+Times forward + backward of a callable with ``torch.utils.benchmark`` and
+returns the median in milliseconds.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Callable
+
+import torch
+import torch.utils.benchmark as benchmark
+
+
+def time_fwd_bwd(fn: Callable[[], torch.Tensor], min_run_time: float = 2.0) -> float:
+    """Median wall time in ms of ``fn().sum().backward()`` (``fn`` builds a fresh graph)."""
+
+    def step():
+        out = fn()
+        out.sum().backward()
+
+    step()  # warm-up: allocations, oneDNN primitive caches
+    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def machine_line(device: torch.device) -> str:
+    """One line naming the hardware and software that produced a figure."""
+    if device.type == "cuda":
+        hw = torch.cuda.get_device_name(device)
+    else:
+        hw = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"device={device.type} ({hw}); torch {torch.__version__}; python {platform.python_version()}"
+
+
+def report(rows: list[tuple[str, float, float]], target: dict[str, float]) -> bool:
+    """Print name, ours, torch, ratio and target per row; True when every ratio meets its target."""
+    ok = True
+    print(f"{'benchmark':<34}{'ours ms':>10}{'torch ms':>10}{'ratio':>8}{'target':>8}")
+    for name, ours, ref in rows:
+        ratio = ours / ref
+        limit = target.get(name)
+        flag = "" if limit is None or ratio <= limit else "  MISSED"
+        ok &= flag == ""
+        limit_s = f"{limit:.2f}" if limit is not None else "-"
+        print(f"{name:<34}{ours:>10.2f}{ref:>10.2f}{ratio:>8.2f}{limit_s:>8}{flag}")
+    return ok

@@ -1,0 +1,132 @@
+"""Argument checks shared by the library's modules.
+
+Each raises ``ValueError`` with a message naming what was expected and what
+was given, so that a reader sees "expected input of shape (T, B, 3), got
+(5, 2, 4)" instead of a matmul traceback from deep inside PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+
+def shape_str(shape: Iterable) -> str:
+    """``(5, 2, 4)`` for a shape, with ``None`` entries written as ``*``."""
+    parts = ["*" if s is None else str(s) for s in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def check_positive_int(name: str, value) -> None:
+    """``value`` is an int > 0 (bools are refused)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_choice(name: str, value, choices: Sequence) -> None:
+    """``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_probability(name: str, value) -> None:
+    """``value`` is a number in [0, 1]."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def check_tensor(name: str, x) -> None:
+    """``x`` is a ``torch.Tensor``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+
+
+def check_rank(name: str, x: torch.Tensor, ranks: Sequence[int], meaning: str = "") -> None:
+    """``x.dim()`` is one of ``ranks``; ``meaning`` describes the layouts, e.g. "(T, B, I) or (T, I)"."""
+    check_tensor(name, x)
+    if x.dim() not in ranks:
+        allowed = " or ".join(str(r) for r in ranks)
+        hint = f" {meaning}" if meaning else ""
+        raise ValueError(
+            f"{name} must have {allowed} dimensions{hint}, got shape {shape_str(x.shape)}"
+        )
+
+
+def check_size(name: str, x: torch.Tensor, dim: int, expected: int, what: str = "") -> None:
+    """``x.shape[dim] == expected``; ``what`` names the size, e.g. "input_size"."""
+    if x.shape[dim] != expected:
+        label = f" ({what})" if what else ""
+        raise ValueError(
+            f"{name} must have size {expected} in dimension {dim}{label}, "
+            f"got shape {shape_str(x.shape)}"
+        )
+
+
+def check_shape(name: str, x: torch.Tensor, expected: Sequence) -> None:
+    """``x.shape`` equals ``expected``; ``None`` in ``expected`` matches any size."""
+    check_tensor(name, x)
+    ok = x.dim() == len(expected) and all(
+        e is None or s == e for s, e in zip(x.shape, expected)
+    )
+    if not ok:
+        raise ValueError(
+            f"{name} must have shape {shape_str(expected)}, got {shape_str(x.shape)}"
+        )
+
+
+def check_lengths(lengths, batch: int, max_len: int) -> torch.Tensor:
+    """Validate per-sequence ``lengths`` and return them as a CPU int64 tensor.
+
+    ``lengths`` is 1-D with one entry per sequence, each in ``1 .. max_len``.
+    """
+    lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1 or lengths.numel() != batch:
+        raise ValueError(
+            f"lengths must be 1-D with one entry per sequence, i.e. shape ({batch},), "
+            f"got shape {shape_str(lengths.shape)}"
+        )
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
+        raise ValueError(f"lengths must hold integers, got dtype {lengths.dtype}")
+    lengths = lengths.to(device="cpu", dtype=torch.int64)
+    if batch and (lengths.min() < 1 or lengths.max() > max_len):
+        raise ValueError(
+            f"every length must lie in 1..{max_len} (the padded sequence length), "
+            f"got {lengths.tolist()}"
+        )
+    return lengths
+
+
+def check_layout(name: str, x, expected: Sequence[int], layout: str) -> None:
+    """``x.shape == expected``; the message also names the symbolic ``layout``, e.g. "(L*D, B, H)"."""
+    check_tensor(name, x)
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(
+            f"{name} must have shape {layout} = {shape_str(expected)}, got {shape_str(x.shape)}"
+        )
+
+
+def check_token_ids(name: str, x, vocab_size: int) -> None:
+    """``x`` is an integer tensor of token ids, each in ``0 .. vocab_size - 1``."""
+    check_tensor(name, x)
+    if x.dtype.is_floating_point or x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{name} must hold integer token ids, got dtype {x.dtype}")
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
+        raise ValueError(
+            f"{name} must hold token ids in 0..{vocab_size - 1} (vocab_size {vocab_size}), "
+            f"got values from {int(x.min())} to {int(x.max())}"
+        )
+
+
+def check_mask_dtype(name: str, mask, float_dtype: torch.dtype, bool_meaning: str) -> None:
+    """``mask`` is a boolean tensor or a float tensor of ``float_dtype`` (added to scores).
+
+    ``bool_meaning`` states what ``True`` means for this mask, e.g. "True = may attend";
+    it goes into the message so the caller sees the convention next to the error.
+    """
+    check_tensor(name, mask)
+    if mask.dtype != torch.bool and mask.dtype != float_dtype:
+        raise ValueError(
+            f"{name} must be bool ({bool_meaning}) or {float_dtype} (added to the scores), "
+            f"got dtype {mask.dtype}"
+        )

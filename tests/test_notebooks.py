@@ -1,0 +1,59 @@
+"""Static checks of the chapter notebooks (nbval runs them; these read them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+IDS = [p.relative_to(ROOT / "book").as_posix() for p in NOTEBOOKS]
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no chapter notebooks found under book/"
+
+
+def test_install_cells_match_config():
+    """Every notebook opens with the install cell for the repository named in _config.yml."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "install_cell.py"), "--check"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, f"stale install cells (run scripts/install_cell.py):\n{result.stdout}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_stored_outputs_are_complete(path):
+    """Executed top to bottom in one run, outputs stored, and no debugging leftovers."""
+    nb = load(path)
+    cells = code_cells(nb)
+    counts = [c["execution_count"] for c in cells[1:]]  # the install cell is removed from the site
+    assert all(n is not None for n in counts), f"{path.name}: code cells without stored outputs"
+    assert counts == sorted(counts), f"{path.name}: cells were not executed top to bottom in one run"
+    for cell in cells:
+        src = "".join(cell["source"])
+        assert "sys.path" not in src, f"{path.name}: sys.path edit; import the installed seqbook_lib"
+        assert "# NBVAL_" not in src, f"{path.name}: use nbval cell tags, not # NBVAL_ comments"
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", f"{path.name}: a stored error output"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_kernel_and_title(path):
+    nb = load(path)
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    first_md = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "".join(first_md["source"]).lstrip().startswith("# "), f"{path.name}: no title"
