@@ -27,22 +27,32 @@ def check_positive_int(name: str, value) -> None:
 def check_choice(name: str, value, choices: Sequence) -> None:
     """``value`` is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        raise ValueError(
+            f"{name} must be one of {list(choices)}, got {value!r}"
+        )
 
 
 def check_probability(name: str, value) -> None:
     """``value`` is a number in [0, 1]."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not 0.0 <= value <= 1.0
+    ):
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 def check_tensor(name: str, x) -> None:
     """``x`` is a ``torch.Tensor``."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(x).__name__}"
+        )
 
 
-def check_rank(name: str, x: torch.Tensor, ranks: Sequence[int], meaning: str = "") -> None:
+def check_rank(
+    name: str, x: torch.Tensor, ranks: Sequence[int], meaning: str = ""
+) -> None:
     """``x.dim()`` is one of ``ranks``; ``meaning`` describes the layouts, e.g. "(T, B, I) or (T, I)"."""
     check_tensor(name, x)
     if x.dim() not in ranks:
@@ -53,7 +63,9 @@ def check_rank(name: str, x: torch.Tensor, ranks: Sequence[int], meaning: str = 
         )
 
 
-def check_size(name: str, x: torch.Tensor, dim: int, expected: int, what: str = "") -> None:
+def check_size(
+    name: str, x: torch.Tensor, dim: int, expected: int, what: str = ""
+) -> None:
     """``x.shape[dim] == expected``; ``what`` names the size, e.g. "input_size"."""
     if x.shape[dim] != expected:
         label = f" ({what})" if what else ""
@@ -86,8 +98,14 @@ def check_lengths(lengths, batch: int, max_len: int) -> torch.Tensor:
             f"lengths must be 1-D with one entry per sequence, i.e. shape ({batch},), "
             f"got shape {shape_str(lengths.shape)}"
         )
-    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
-        raise ValueError(f"lengths must hold integers, got dtype {lengths.dtype}")
+    if (
+        lengths.dtype.is_floating_point
+        or lengths.dtype == torch.bool
+        or lengths.is_complex()
+    ):
+        raise ValueError(
+            f"lengths must hold integers, got dtype {lengths.dtype}"
+        )
     lengths = lengths.to(device="cpu", dtype=torch.int64)
     if batch and (lengths.min() < 1 or lengths.max() > max_len):
         raise ValueError(
@@ -110,7 +128,9 @@ def check_token_ids(name: str, x, vocab_size: int) -> None:
     """``x`` is an integer tensor of token ids, each in ``0 .. vocab_size - 1``."""
     check_tensor(name, x)
     if x.dtype.is_floating_point or x.dtype == torch.bool or x.is_complex():
-        raise ValueError(f"{name} must hold integer token ids, got dtype {x.dtype}")
+        raise ValueError(
+            f"{name} must hold integer token ids, got dtype {x.dtype}"
+        )
     if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
         raise ValueError(
             f"{name} must hold token ids in 0..{vocab_size - 1} (vocab_size {vocab_size}), "
@@ -118,7 +138,9 @@ def check_token_ids(name: str, x, vocab_size: int) -> None:
         )
 
 
-def check_mask_dtype(name: str, mask, float_dtype: torch.dtype, bool_meaning: str) -> None:
+def check_mask_dtype(
+    name: str, mask, float_dtype: torch.dtype, bool_meaning: str
+) -> None:
     """``mask`` is a boolean tensor or a float tensor of ``float_dtype`` (added to scores).
 
     ``bool_meaning`` states what ``True`` means for this mask, e.g. "True = may attend";

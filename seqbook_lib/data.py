@@ -78,7 +78,11 @@ def data_root() -> Path | None:
 def cache_dir() -> Path:
     """Where downloads and parsed copies are kept: ``$SEQBOOK_CACHE``, else ``~/.cache/seqbook``."""
     value = os.environ.get("SEQBOOK_CACHE")
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "seqbook"
+    return (
+        Path(value).expanduser()
+        if value
+        else Path.home() / ".cache" / "seqbook"
+    )
 
 
 def _local_root(root) -> Path | None:
@@ -103,7 +107,10 @@ def _reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "file":
         return True
-    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    host, port = (
+        parts.hostname,
+        parts.port or (443 if parts.scheme == "https" else 80),
+    )
     proxy = urllib.request.getproxies().get(parts.scheme)
     if proxy and not urllib.request.proxy_bypass(host):
         proxy_parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
@@ -126,7 +133,10 @@ def _reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
 def _hub_offline() -> bool:
     """Whether the Hugging Face offline switches are set in the environment."""
     flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    return any(os.environ.get(f, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for f in flags)
+    return any(
+        os.environ.get(f, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        for f in flags
+    )
 
 
 # --- IMDB -----------------------------------------------------------------------
@@ -154,25 +164,37 @@ def load_imdb(
     in a fraction of a second.
     """
     if not isinstance(expected_per_class, int) or expected_per_class < 1:
-        raise ValueError(f"expected_per_class must be a positive int, got {expected_per_class!r}")
+        raise ValueError(
+            f"expected_per_class must be a positive int, got {expected_per_class!r}"
+        )
     root = _local_root(root)
     searched = []
     if root is not None:
         for base in (root / "imdb", root):
             folder = base / "aclImdb"
             if folder.is_dir():
-                return _imdb_from_records(_read_imdb_folder(folder), expected_per_class, folder)
+                return _imdb_from_records(
+                    _read_imdb_folder(folder), expected_per_class, folder
+                )
             archives = sorted(base.glob("aclImdb_v1*.tar.gz"))
             if archives:
-                return _imdb_from_archive(archives[0], expected_per_class, cache)
+                return _imdb_from_archive(
+                    archives[0], expected_per_class, cache
+                )
             searched += [str(folder), str(base / "aclImdb_v1*.tar.gz")]
     return _imdb_from_hub(searched)
 
 
 def _imdb_missing_message(searched: list[str]) -> str:
-    looked = "; looked in " + ", ".join(searched) if searched else "; SEQBOOK_DATA is not set"
+    looked = (
+        "; looked in " + ", ".join(searched)
+        if searched
+        else "; SEQBOOK_DATA is not set"
+    )
     return (
-        "IMDB reviews not found locally" + looked + ". Download aclImdb_v1.tar.gz (the Large "
+        "IMDB reviews not found locally"
+        + looked
+        + ". Download aclImdb_v1.tar.gz (the Large "
         f"Movie Review Dataset, about 84 MB) from the Stanford AI Lab page {IMDB_PAGE} and set "
         "the environment variable SEQBOOK_DATA to a folder containing imdb/aclImdb_v1.tar.gz "
         "(or pass root=that folder)"
@@ -186,12 +208,14 @@ def _imdb_from_hub(searched: list[str]) -> "DatasetDict":
     message = _imdb_missing_message(searched)
     if _hub_offline():
         raise DataNotFoundError(
-            message + ". HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set, so the Hugging Face "
+            message
+            + ". HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set, so the Hugging Face "
             "hub was not tried"
         )
     if not _reachable(constants.ENDPOINT):
         raise DataNotFoundError(
-            message + f". The Hugging Face hub ({constants.ENDPOINT}) is not reachable either"
+            message
+            + f". The Hugging Face hub ({constants.ENDPOINT}) is not reachable either"
         )
     import datasets
 
@@ -199,16 +223,22 @@ def _imdb_from_hub(searched: list[str]) -> "DatasetDict":
     return datasets.DatasetDict({"train": train, "test": test})
 
 
-def _imdb_from_archive(archive: Path, expected_per_class: int, cache: bool) -> "DatasetDict":
+def _imdb_from_archive(
+    archive: Path, expected_per_class: int, cache: bool
+) -> "DatasetDict":
     """Parse ``archive`` (or load its parsed copy from the cache)."""
     import datasets
 
     stat = archive.stat()
     key = f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{expected_per_class}|v1"
-    cached = cache_dir() / "imdb" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    cached = (
+        cache_dir() / "imdb" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    )
     if cache and cached.is_dir():
         return datasets.load_from_disk(str(cached))
-    splits = _imdb_from_records(_read_imdb_archive(archive), expected_per_class, archive)
+    splits = _imdb_from_records(
+        _read_imdb_archive(archive), expected_per_class, archive
+    )
     if cache:
         _save_atomically(splits, cached)
     return splits
@@ -217,12 +247,18 @@ def _imdb_from_archive(archive: Path, expected_per_class: int, cache: bool) -> "
 def _check_member(member: tarfile.TarInfo) -> None:
     """Refuse archive members that could point outside the folder they belong to."""
     name = member.name
-    if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/"):
+    if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split(
+        "/"
+    ):
         raise CorruptDataError(f"unsafe path in archive: {name!r}")
     if member.issym() or member.islnk():
-        raise CorruptDataError(f"unsafe link in archive: {name!r} -> {member.linkname!r}")
+        raise CorruptDataError(
+            f"unsafe link in archive: {name!r} -> {member.linkname!r}"
+        )
     if not (member.isfile() or member.isdir()):
-        raise CorruptDataError(f"unsafe member in archive (not a file or folder): {name!r}")
+        raise CorruptDataError(
+            f"unsafe member in archive (not a file or folder): {name!r}"
+        )
 
 
 def _review_record(match: re.Match, text: bytes, where: str) -> tuple:
@@ -232,7 +268,13 @@ def _review_record(match: re.Match, text: bytes, where: str) -> tuple:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as err:
         raise CorruptDataError(f"{where} is not UTF-8 text: {err}") from None
-    return split, IMDB_CLASSES.index(label_name), int(review_id), int(rating), decoded
+    return (
+        split,
+        IMDB_CLASSES.index(label_name),
+        int(review_id),
+        int(rating),
+        decoded,
+    )
 
 
 def _read_imdb_archive(archive: Path) -> list[tuple]:
@@ -248,7 +290,9 @@ def _read_imdb_archive(archive: Path) -> list[tuple]:
                 match = _REVIEW.fullmatch(name.removeprefix("aclImdb/"))
                 if match:
                     text = tar.extractfile(member).read()
-                    records.append(_review_record(match, text, f"{archive}:{member.name}"))
+                    records.append(
+                        _review_record(match, text, f"{archive}:{member.name}")
+                    )
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise CorruptDataError(
             f"{archive} is not a readable .tar.gz archive (a truncated or corrupt download?): "
@@ -273,7 +317,9 @@ def _read_imdb_folder(folder: Path) -> list[tuple]:
     return records
 
 
-def _imdb_from_records(records: list[tuple], expected_per_class: int, source: Path) -> "DatasetDict":
+def _imdb_from_records(
+    records: list[tuple], expected_per_class: int, source: Path
+) -> "DatasetDict":
     """Check the counts, sort, and wrap the records into one ``Dataset`` per split."""
     import datasets
 
@@ -339,7 +385,9 @@ def _save_atomically(splits: "DatasetDict", target: Path) -> None:
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if not target.is_dir():  # another process may have won the race
-            warnings.warn(f"could not cache the parsed IMDB data in {target}: {err}")
+            warnings.warn(
+                f"could not cache the parsed IMDB data in {target}: {err}"
+            )
 
 
 # --- plain texts ---------------------------------------------------------------------
@@ -372,11 +420,15 @@ def load_text(name: str = "tinyshakespeare", root=None) -> str:
     chapters are reproducible.
     """
     if name not in TEXTS:
-        raise ValueError(f"unknown text {name!r}; known names: {sorted(TEXTS)}")
+        raise ValueError(
+            f"unknown text {name!r}; known names: {sorted(TEXTS)}"
+        )
     source = TEXTS[name]
     root = _local_root(root)
     if root is not None and (root / source.path).is_file():
-        return _checked_text((root / source.path).read_bytes(), source, root / source.path)
+        return _checked_text(
+            (root / source.path).read_bytes(), source, root / source.path
+        )
     cached = cache_dir() / source.path
     if cached.is_file():
         return _checked_text(cached.read_bytes(), source, cached)
@@ -400,7 +452,9 @@ def _download(name: str, source: TextSource) -> bytes:
             f"text {name!r} not found locally and {source.url} is not reachable. {hint}"
         )
     try:
-        with urllib.request.urlopen(source.url, timeout=DOWNLOAD_TIMEOUT) as response:
+        with urllib.request.urlopen(
+            source.url, timeout=DOWNLOAD_TIMEOUT
+        ) as response:
             return response.read()
     except (urllib.error.URLError, OSError) as err:
         raise DataNotFoundError(
@@ -426,10 +480,14 @@ def train_val_split_text(text, val_fraction: float = 0.1):
     so the validation loss measures text the model has not seen. Works for a
     ``str`` and for any sliceable sequence (a tensor of ids, say).
     """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not (
-        0.0 < val_fraction < 1.0
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not (0.0 < val_fraction < 1.0)
     ):
-        raise ValueError(f"val_fraction must be a number strictly between 0 and 1, got {val_fraction!r}")
+        raise ValueError(
+            f"val_fraction must be a number strictly between 0 and 1, got {val_fraction!r}"
+        )
     n_train = int(len(text) * (1.0 - val_fraction))
     if n_train == 0 or n_train == len(text):
         raise ValueError(

@@ -79,11 +79,15 @@ class Vocab:
         itos = list(itos)
         for token in itos:
             if not isinstance(token, str):
-                raise TypeError(f"tokens must be str, got {type(token).__name__} ({token!r})")
+                raise TypeError(
+                    f"tokens must be str, got {type(token).__name__} ({token!r})"
+                )
         stoi = {token: i for i, token in enumerate(itos)}
         if len(stoi) != len(itos):
             repeated = sorted(t for t, n in Counter(itos).items() if n > 1)
-            raise ValueError(f"tokens must be unique, got repeated tokens {repeated[:10]}")
+            raise ValueError(
+                f"tokens must be unique, got repeated tokens {repeated[:10]}"
+            )
         self.itos = itos
         self.stoi = stoi
 
@@ -170,13 +174,21 @@ class Vocab:
         """Tokens of ``ids`` (ints, or a 1-D integer tensor); joining them is the caller's choice."""
         if isinstance(ids, torch.Tensor):
             if ids.dim() != 1:
-                raise ValueError(f"ids must be a 1-D tensor, got shape {shape_str(ids.shape)}")
+                raise ValueError(
+                    f"ids must be a 1-D tensor, got shape {shape_str(ids.shape)}"
+                )
             ids = ids.tolist()
         size = len(self.itos)
         tokens = []
         for i in ids:
-            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < size:
-                raise ValueError(f"ids must be ints in 0..{size - 1}, got {i!r}")
+            if (
+                not isinstance(i, int)
+                or isinstance(i, bool)
+                or not 0 <= i < size
+            ):
+                raise ValueError(
+                    f"ids must be ints in 0..{size - 1}, got {i!r}"
+                )
             tokens.append(self.itos[i])
         return tokens
 
@@ -190,8 +202,12 @@ class Vocab:
     def from_json(cls, text: str) -> "Vocab":
         """Inverse of :meth:`to_json`."""
         data = json.loads(text)
-        if not isinstance(data, dict) or not isinstance(data.get("itos"), list):
-            raise ValueError('expected a JSON object {"itos": [token, ...]}, got something else')
+        if not isinstance(data, dict) or not isinstance(
+            data.get("itos"), list
+        ):
+            raise ValueError(
+                'expected a JSON object {"itos": [token, ...]}, got something else'
+            )
         return cls(data["itos"])
 
     def save(self, path) -> None:
@@ -217,20 +233,37 @@ def pad_batch(
     if not isinstance(pad_id, int) or isinstance(pad_id, bool):
         raise TypeError(f"pad_id must be an int, got {type(pad_id).__name__}")
     if len(sequences) == 0:
-        raise ValueError("pad_batch needs at least one sequence, got an empty batch")
+        raise ValueError(
+            "pad_batch needs at least one sequence, got an empty batch"
+        )
     tensors = []
     for b, seq in enumerate(sequences):
         if len(seq) == 0:
-            raise ValueError(f"sequence {b} is empty; every sequence needs at least one token")
+            raise ValueError(
+                f"sequence {b} is empty; every sequence needs at least one token"
+            )
         seq = torch.as_tensor(seq)
         if seq.dim() != 1:
-            raise ValueError(f"sequence {b} must be 1-D, got shape {shape_str(seq.shape)}")
-        if seq.dtype.is_floating_point or seq.dtype == torch.bool or seq.is_complex():
-            raise ValueError(f"sequence {b} must hold integer token ids, got dtype {seq.dtype}")
+            raise ValueError(
+                f"sequence {b} must be 1-D, got shape {shape_str(seq.shape)}"
+            )
+        if (
+            seq.dtype.is_floating_point
+            or seq.dtype == torch.bool
+            or seq.is_complex()
+        ):
+            raise ValueError(
+                f"sequence {b} must hold integer token ids, got dtype {seq.dtype}"
+            )
         tensors.append(seq)
-    lengths = torch.tensor([len(seq) for seq in tensors], dtype=torch.long)  # (B,)
+    lengths = torch.tensor(
+        [len(seq) for seq in tensors], dtype=torch.long
+    )  # (B,)
     padded = torch.full(
-        (len(tensors), int(lengths.max())), pad_id, dtype=torch.long, device=tensors[0].device
+        (len(tensors), int(lengths.max())),
+        pad_id,
+        dtype=torch.long,
+        device=tensors[0].device,
     )  # (B, T)
     for b, seq in enumerate(tensors):
         padded[b, : len(seq)] = seq
@@ -262,25 +295,40 @@ def length_bucketed_batches(
     """
     lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1:
-        raise ValueError(f"lengths must be 1-D, got shape {shape_str(lengths.shape)}")
+        raise ValueError(
+            f"lengths must be 1-D, got shape {shape_str(lengths.shape)}"
+        )
     if lengths.numel() and (
-        lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex()
+        lengths.dtype.is_floating_point
+        or lengths.dtype == torch.bool
+        or lengths.is_complex()
     ):
-        raise ValueError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        raise ValueError(
+            f"lengths must hold integers, got dtype {lengths.dtype}"
+        )
     check_positive_int("batch_size", batch_size)
     check_positive_int("bucket_size_multiplier", bucket_size_multiplier)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        raise TypeError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}"
+        )
 
     n = lengths.numel()
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    order = (
+        torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    )
     chunk = batch_size * bucket_size_multiplier
     batches = []
     for start in range(0, n, chunk):
         idx = order[start : start + chunk]
         by_length = torch.sort(lengths[idx], stable=True).indices
         idx = idx[by_length].tolist()
-        batches.extend(idx[i : i + batch_size] for i in range(0, len(idx), batch_size))
+        batches.extend(
+            idx[i : i + batch_size] for i in range(0, len(idx), batch_size)
+        )
     if shuffle:
-        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        batches = [
+            batches[i]
+            for i in torch.randperm(len(batches), generator=generator).tolist()
+        ]
     return batches
