@@ -41,7 +41,7 @@ unit: $(STAMP)
 	$(BIN)/pytest tests
 
 # Re-run a notebook in place and store its outputs: make execute NB=book/....ipynb
-execute: $(STAMP)
+execute: | $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make execute NB=path/to/notebook.ipynb"; exit 2; }
 	cd "$(dir $(NB))" && $(abspath $(BIN))/jupyter execute --inplace "$(notdir $(NB))"
 
