@@ -1,0 +1,303 @@
+"""The Transformer encoder (Vaswani et al. 2017): positions, one layer, a classifier.
+
+* :class:`SinusoidalPositionalEncoding` -- fixed sin/cos position signals added
+  to the embeddings, since attention itself ignores order.
+* :class:`TransformerEncoderLayer` -- self-attention and a feed-forward block,
+  each wrapped in a residual connection and layer norm; interchangeable with
+  ``torch.nn.TransformerEncoderLayer``.
+* :class:`TransformerClassifier` -- token ids -> embeddings + positions -> N
+  encoder layers -> masked mean (or CLS) pooling -> class logits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._checks import (
+    check_choice,
+    check_layout,
+    check_lengths,
+    check_positive_int,
+    check_probability,
+    check_rank,
+    check_size,
+    check_tensor,
+    check_token_ids,
+)
+from .attention import MultiHeadAttention, padding_mask
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Add the fixed position signal of Vaswani et al. (2017) to (B, T, E) embeddings.
+
+        PE(t, 2i)   = sin(t / 10000^(2i / E))
+        PE(t, 2i+1) = cos(t / 10000^(2i / E))
+
+    Each pair of features is a clock of its own frequency, from one turn per
+    2*pi positions (i = 0) down to one turn per 10000 * 2*pi positions, so
+    PE(t + k) is a fixed linear function (a rotation) of PE(t).
+
+    The table ``pe`` (max_len, E) is a non-persistent buffer: it moves with
+    ``.to()`` but is not saved in the state dict (it is recomputed, not learnt).
+    ``forward`` returns ``dropout(x + PE[:T])``.
+    """
+
+    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0):
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("max_len", max_len)
+        check_probability("dropout", dropout)
+        self.d_model, self.max_len = d_model, max_len
+        self.dropout = nn.Dropout(dropout)
+        position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # t         (T, 1)
+        two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # 2i                    (ceil(E/2),)
+        angle = position / 10000.0 ** (two_i / d_model)  # t / 10000^(2i/E)             (T, ceil(E/2))
+        pe = torch.zeros(max_len, d_model, dtype=torch.float64)
+        pe[:, 0::2] = torch.sin(angle)  # even features
+        pe[:, 1::2] = torch.cos(angle[:, : d_model // 2])  # odd features (one fewer when E is odd)
+        self.register_buffer("pe", pe.to(torch.get_default_dtype()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, E) or (T, E) -> x + PE[:T], same shape."""
+        check_rank("x", x, (2, 3), "(B, T, E) or (T, E)")
+        check_size("x", x, -1, self.d_model, "d_model")
+        T = x.shape[-2]
+        if T > self.max_len:
+            raise ValueError(
+                f"sequence length T={T} exceeds max_len={self.max_len} of the positional encoding "
+                f"(input shape {tuple(x.shape)}); build it with a larger max_len"
+            )
+        return self.dropout(x + self.pe[:T].to(x.dtype))  # (B, T, E) + (T, E)
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Self-attention and feed-forward, each with residual and LayerNorm, like torch's layer.
+
+    Post-norm (``norm_first=False``, the 2017 paper):
+
+        x = LayerNorm1(x + Dropout1(SelfAttention(x)))
+        x = LayerNorm2(x + Dropout2(FFN(x)))
+
+    Pre-norm (``norm_first=True``, easier to train deep):
+
+        x = x + Dropout1(SelfAttention(LayerNorm1(x)))
+        x = x + Dropout2(FFN(LayerNorm2(x)))
+
+    with FFN(x) = linear2(Dropout(activation(linear1(x)))). The submodules carry
+    torch's names -- ``self_attn`` (our :class:`MultiHeadAttention`), ``linear1``,
+    ``linear2``, ``norm1``, ``norm2``, ``dropout``, ``dropout1``, ``dropout2`` --
+    so state dicts load both ways.
+
+    **batch_first defaults to True** (torch's default is False). Arguments after
+    ``activation`` are keyword-only; the first five match torch's positions.
+
+    Attention weights: ``forward(..., need_weights=True)`` stores the per-head
+    weights of this call, detached, in ``self.attn_weights`` (B, h, T, T), for
+    plotting; otherwise ``attn_weights`` is None. The return value is always
+    torch's: the output tensor alone.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation="relu",
+        *,
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("dim_feedforward", dim_feedforward)
+        check_probability("dropout", dropout)
+        if isinstance(activation, str):
+            check_choice("activation", activation, list(_ACTIVATIONS))
+            activation = _ACTIVATIONS[activation]
+        elif not callable(activation):
+            raise TypeError(
+                f"activation must be 'relu', 'gelu' or a callable, got {type(activation).__name__}"
+            )
+        factory = {"device": device, "dtype": dtype}
+        self.self_attn = MultiHeadAttention(
+            d_model, nhead, dropout, bias, batch_first=batch_first, **factory
+        )
+        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **factory)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **factory)
+        self.norm_first = norm_first
+        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
+        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.activation = activation
+        self.attn_weights: torch.Tensor | None = None
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        src_mask: torch.Tensor | None = None,
+        src_key_padding_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> torch.Tensor:
+        """src (B, T, E) -> (B, T, E); the masks are those of :class:`MultiHeadAttention`.
+
+        ``src_mask`` (T, T) or (B*h, T, T) and ``src_key_padding_mask`` (B, T):
+        bool with **True = may NOT attend** (torch's convention), or float added.
+        ``is_causal`` is torch's hint (needs ``src_mask``).
+        """
+        x = src
+        if self.norm_first:
+            x = x + self._sa_block(
+                self.norm1(x), src_mask, src_key_padding_mask, is_causal, need_weights
+            )
+            x = x + self._ff_block(self.norm2(x))
+        else:
+            x = self.norm1(
+                x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal, need_weights)
+            )
+            x = self.norm2(x + self._ff_block(x))
+        return x
+
+    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal, need_weights):
+        """Dropout1(SelfAttention(x)); keeps the per-head weights when asked."""
+        out, weights = self.self_attn(
+            x,
+            x,
+            x,
+            key_padding_mask=key_padding_mask,
+            need_weights=need_weights,
+            attn_mask=attn_mask,
+            average_attn_weights=False,
+            is_causal=is_causal,
+        )
+        self.attn_weights = None if weights is None else weights.detach()  # (B, h, T, T)
+        return self.dropout1(out)
+
+    def _ff_block(self, x):
+        """Dropout2(linear2(Dropout(activation(linear1(x))))): position-wise, (B, T, E) -> (B, T, E)."""
+        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+
+class TransformerClassifier(nn.Module):
+    """A Transformer encoder that reads token ids and predicts one class per sequence.
+
+        x = Embedding(tokens) * sqrt(E) + PE          (B, T, E)
+        x = EncoderLayer_N(... EncoderLayer_1(x))      padding keys masked out
+        z = mean of x over the real tokens            (pooling="mean")
+          or x at a learnt CLS token put in front     (pooling="cls")
+        logits = z W^T + b                             (B, num_classes)
+
+    The encoder layers are post-norm :class:`TransformerEncoderLayer` s with
+    batch_first=True and ReLU. Which tokens are real: pass ``lengths`` (B,), or
+    a boolean ``mask`` (B, T) with **True = real token** (as :func:`padding_mask`
+    builds it); with neither, every token different from ``pad_idx`` is real.
+    Padding never influences the logits: padded keys get attention weight 0 and
+    padded positions are left out of the pooling.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        nhead: int,
+        num_layers: int,
+        num_classes: int,
+        dim_feedforward: int,
+        dropout: float,
+        max_len: int,
+        pad_idx: int = 0,
+        pooling: str = "mean",
+    ):
+        super().__init__()
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("num_layers", num_layers),
+            ("num_classes", num_classes),
+            ("max_len", max_len),
+        ):
+            check_positive_int(name, value)
+        check_choice("pooling", pooling, ["mean", "cls"])
+        if not isinstance(pad_idx, int) or not 0 <= pad_idx < vocab_size:
+            raise ValueError(f"pad_idx must be an int in 0..{vocab_size - 1}, got {pad_idx!r}")
+        self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
+        self.pad_idx, self.pooling = pad_idx, pooling
+        self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_idx)
+        if pooling == "cls":
+            self.cls_token = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
+        self.pos_encoding = SinusoidalPositionalEncoding(d_model, max_len + (pooling == "cls"), dropout)
+        self.layers = nn.ModuleList(
+            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, batch_first=True)
+            for _ in range(num_layers)
+        )
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, tokens, lengths=None, mask=None, need_weights: bool = False):
+        """tokens (B, T) -> logits (B, num_classes).
+
+        With ``need_weights=True`` returns ``(logits, weights)``, ``weights``
+        (B, num_layers, h, T', T') detached, per layer and head, T' = T (+1 for
+        the CLS token, at position 0). Rows sum to 1 over the real tokens (in
+        eval mode; dropout in training mode rescales them).
+        """
+        keep = self._token_mask(tokens, lengths, mask)  # (B, T) True = real token
+        x = self.embedding(tokens) * math.sqrt(self.d_model)  # (B, T, E)
+        if self.pooling == "cls":
+            B = tokens.shape[0]
+            x = torch.cat([self.cls_token.expand(B, 1, -1), x], dim=1)  # (B, 1 + T, E)
+            keep = torch.cat([keep.new_ones(B, 1), keep], dim=1)  # the CLS token is always real
+        x = self.pos_encoding(x)
+        ignore = ~keep  # nn.MultiheadAttention's convention: True = ignore this key
+        weights = []
+        for layer in self.layers:
+            x = layer(x, src_key_padding_mask=ignore, need_weights=need_weights)
+            weights.append(layer.attn_weights)
+        logits = self.head(self._pool(x, keep))  # (B, E) -> (B, num_classes)
+        if need_weights:
+            return logits, torch.stack(weights, dim=1)  # (B, num_layers, h, T', T')
+        return logits
+
+    def _pool(self, x, keep):
+        """The CLS position, or the mean over the real tokens: (B, T, E) -> (B, E)."""
+        if self.pooling == "cls":
+            return x[:, 0]
+        w = keep.unsqueeze(-1).to(x.dtype)  # (B, T, 1): 1 for real tokens, 0 for padding
+        return (x * w).sum(dim=1) / w.sum(dim=1)  # sum_t w_t x_t / sum_t w_t
+
+    def _token_mask(self, tokens, lengths, mask) -> torch.Tensor:
+        """The (B, T) boolean mask of real tokens, from lengths, mask, or pad_idx."""
+        check_rank("tokens", tokens, (2,), "(B, T)")
+        check_token_ids("tokens", tokens, self.vocab_size)
+        B, T = tokens.shape
+        if T > self.max_len:
+            raise ValueError(f"tokens has T={T} positions, more than max_len={self.max_len}")
+        if lengths is not None and mask is not None:
+            raise ValueError("give lengths or mask, not both")
+        if lengths is not None:
+            check_lengths(lengths, B, T)
+            return padding_mask(lengths, T, device=tokens.device)
+        if mask is None:
+            mask = tokens != self.pad_idx
+        else:
+            check_tensor("mask", mask)
+            if mask.dtype != torch.bool:
+                raise ValueError(f"mask must be bool (True = real token), got dtype {mask.dtype}")
+            check_layout("mask", mask, (B, T), "(B, T)")
+        empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(
+                f"sequences {empty} have no real token (all padding); every sequence needs one"
+            )
+        return mask
