@@ -34,7 +34,7 @@ $(SITE): $(STAMP) $(SOURCES)
 	@echo "Site built: open $(abspath $(SITE))"
 
 test: $(STAMP) $(SITE)
-	$(BIN)/pytest --nbval --nbval-current-env \
+	$(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=600 \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 unit: $(STAMP)
@@ -43,7 +43,7 @@ unit: $(STAMP)
 # Re-run a notebook in place and store its outputs: make execute NB=book/....ipynb
 execute: | $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make execute NB=path/to/notebook.ipynb"; exit 2; }
-	cd "$(dir $(NB))" && $(abspath $(BIN))/jupyter execute --inplace "$(notdir $(NB))"
+	cd "$(dir $(NB))" && $(abspath $(BIN))/jupyter execute --inplace --timeout=600 "$(notdir $(NB))"
 
 clean:
 	rm -rf _build

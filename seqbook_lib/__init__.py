@@ -1,8 +1,28 @@
 """seqbook_lib: the code of the seqbook course text, written once.
 
-One concept per module:
+One concept per module; the chapters import these and show their source.
 
+- :mod:`seqbook_lib.cells` -- RNN, LSTM and GRU cells: one time step.
+- :mod:`seqbook_lib.rnn` -- the cells unrolled over time: stacked,
+  bidirectional, with per-sequence ``lengths``.
+- :mod:`seqbook_lib.attention` -- scaled dot-product, multi-head and additive
+  attention; causal and padding masks.
+- :mod:`seqbook_lib.transformer` -- sinusoidal positional encoding, an encoder
+  layer and a small encoder classifier.
+- :mod:`seqbook_lib.seq2seq` -- encoder, attentive decoder, teacher forcing,
+  greedy and beam-search decoding.
+- :mod:`seqbook_lib.pooling` -- masked mean and max over valid time steps.
+- :mod:`seqbook_lib.manual` -- NumPy step-by-step traces for computations by
+  hand.
+- :mod:`seqbook_lib.tasks` -- synthetic sequence tasks with a tunable
+  difficulty.
+- :mod:`seqbook_lib.dates` -- generated written dates and their ISO forms.
+- :mod:`seqbook_lib.text` -- tokenizer, vocabulary, padding, batching by length.
+- :mod:`seqbook_lib.data` -- loaders of the IMDB reviews and tiny Shakespeare.
 - :mod:`seqbook_lib.utils` -- seeding and device selection.
+
+Every module that has a ``torch.nn`` counterpart takes the same arguments,
+has the same parameter names and shapes and computes the same numbers.
 """
 
 __version__ = "0.1.0"
