@@ -48,11 +48,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(__file__))  # for _timing, when run as a script
+sys.path.insert(
+    0, os.path.dirname(__file__)
+)  # for _timing, when run as a script
 
-from _timing import machine_line, report, time_fwd_bwd  # noqa: E402
+from _timing import run_on_devices, time_fwd_bwd  # noqa: E402
 
-from seqbook_lib.attention import MultiHeadAttention, scaled_dot_product_attention  # noqa: E402
+from seqbook_lib.attention import (
+    MultiHeadAttention,
+    scaled_dot_product_attention,
+)  # noqa: E402
 
 SHAPE = dict(B=32, h=4, L=256, d=64)
 TARGETS_CPU = {
@@ -76,7 +81,10 @@ def cases(device):
     B, h, L, d = SHAPE["B"], SHAPE["h"], SHAPE["L"], SHAPE["d"]
     E = h * d
     gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(B, h, L, d, generator=gen).to(device).requires_grad_(True) for _ in range(3))
+    q, k, v = (
+        torch.randn(B, h, L, d, generator=gen).to(device).requires_grad_(True)
+        for _ in range(3)
+    )
     x = torch.randn(B, L, E, generator=gen).to(device).requires_grad_(True)
     ours = MultiHeadAttention(E, h, batch_first=True).to(device)
     theirs = nn.MultiheadAttention(E, h, batch_first=True).to(device)
@@ -87,10 +95,16 @@ def cases(device):
 
     fused = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
     return [
-        ("SDPA teaching (weights) vs fused", lambda: scaled_dot_product_attention(q, k, v)[0], fused),
+        (
+            "SDPA teaching (weights) vs fused",
+            lambda: scaled_dot_product_attention(q, k, v)[0],
+            fused,
+        ),
         (
             "SDPA need_weights=False vs fused",
-            lambda: scaled_dot_product_attention(q, k, v, need_weights=False)[0],
+            lambda: scaled_dot_product_attention(q, k, v, need_weights=False)[
+                0
+            ],
             fused,
         ),
         (
@@ -117,10 +131,16 @@ def cases(device):
 
 
 def bench(device, rounds, min_run_time):
-    return [(name, *time_pair(a, b, rounds, min_run_time)) for name, a, b in cases(device)]
+    return [
+        (name, *time_pair(a, b, rounds, min_run_time))
+        for name, a, b in cases(device)
+    ]
 
 
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(2**30),
+    "MALLOC_TRIM_THRESHOLD_": str(2**30),
+}
 
 
 def restart_with_malloc_env() -> None:
@@ -130,15 +150,35 @@ def restart_with_malloc_env() -> None:
     if all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
         return
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
+    os.execve(
+        sys.executable,
+        [sys.executable, *sys.argv],
+        {**os.environ, **MALLOC_ENV},
+    )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shorter timing runs (noisier)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per row")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (the targets are for 2)")
-    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's default malloc settings")
+    parser.add_argument(
+        "--quick", action="store_true", help="shorter timing runs (noisier)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating timing rounds per row",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="CPU threads (the targets are for 2)",
+    )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's default malloc settings",
+    )
     args = parser.parse_args()
     if not args.default_malloc:
         restart_with_malloc_env()
@@ -147,18 +187,17 @@ def main():
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    cpu = torch.device("cpu")
-    print(machine_line(cpu))
-    print("shape: " + ", ".join(f"{k}={v}" for k, v in SHAPE.items()) + ", float32, forward + backward")
-    print("malloc: " + (" ".join(f"{k}={v}" for k, v in MALLOC_ENV.items()) if tuned else "default"))
-    ok = report(bench(cpu, args.rounds, min_run_time), TARGETS_CPU)
-    if torch.cuda.is_available():
-        gpu = torch.device("cuda")
-        print()
-        print(machine_line(gpu))
-        report(bench(gpu, args.rounds, min_run_time), {})
-    print()
-    print("all CPU targets met" if ok else "some CPU targets missed")
+    shape = ", ".join(f"{k}={v}" for k, v in SHAPE.items())
+    malloc = (
+        " ".join(f"{k}={v}" for k, v in MALLOC_ENV.items())
+        if tuned
+        else "default"
+    )
+    header = [
+        f"shape: {shape}, float32, forward + backward",
+        f"malloc: {malloc}",
+    ]
+    run_on_devices(bench, TARGETS_CPU, args.rounds, min_run_time, header)
 
 
 if __name__ == "__main__":

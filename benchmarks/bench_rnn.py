@@ -21,7 +21,7 @@ import torch.nn as nn
 # _timing sits next to this script, which is run directly, not as a module.
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _timing import machine_line, report, time_fwd_bwd
+from _timing import run_on_devices, time_fwd_bwd
 
 from seqbook_lib.rnn import GRU, LSTM, RNN
 
@@ -112,16 +112,7 @@ def main():
     min_run_time = 0.3 if args.quick else 1.5
 
     torch.manual_seed(0)
-    cpu = torch.device("cpu")
-    print(machine_line(cpu))
-    ok = report(bench(cpu, args.rounds, min_run_time), TARGETS_CPU)
-    if torch.cuda.is_available():
-        gpu = torch.device("cuda")
-        print()
-        print(machine_line(gpu))
-        report(bench(gpu, args.rounds, min_run_time), {})
-    print()
-    print("all CPU targets met" if ok else "some CPU targets missed")
+    run_on_devices(bench, TARGETS_CPU, args.rounds, min_run_time)
 
 
 if __name__ == "__main__":

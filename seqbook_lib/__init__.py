@@ -17,7 +17,7 @@ One concept per module; the chapters import these and show their source.
 - :mod:`seqbook_lib.tasks` -- synthetic sequence tasks with a tunable
   difficulty.
 - :mod:`seqbook_lib.dates` -- generated written dates and their ISO forms.
-- :mod:`seqbook_lib.text` -- tokenizer, vocabulary, padding, batching by length.
+- :mod:`seqbook_lib.text` -- tokenizer, vocabulary, padding, length batches.
 - :mod:`seqbook_lib.data` -- loaders of the IMDB reviews and tiny Shakespeare.
 - :mod:`seqbook_lib.utils` -- seeding and device selection.
 

@@ -53,20 +53,23 @@ def check_tensor(name: str, x) -> None:
 def check_rank(
     name: str, x: torch.Tensor, ranks: Sequence[int], meaning: str = ""
 ) -> None:
-    """``x.dim()`` is one of ``ranks``; ``meaning`` describes the layouts, e.g. "(T, B, I) or (T, I)"."""
+    """``x.dim()`` is one of ``ranks``; ``meaning`` describes the layouts,
+    e.g. "(T, B, I) or (T, I)"."""
     check_tensor(name, x)
     if x.dim() not in ranks:
         allowed = " or ".join(str(r) for r in ranks)
         hint = f" {meaning}" if meaning else ""
         raise ValueError(
-            f"{name} must have {allowed} dimensions{hint}, got shape {shape_str(x.shape)}"
+            f"{name} must have {allowed} dimensions{hint}, "
+            f"got shape {shape_str(x.shape)}"
         )
 
 
 def check_size(
     name: str, x: torch.Tensor, dim: int, expected: int, what: str = ""
 ) -> None:
-    """``x.shape[dim] == expected``; ``what`` names the size, e.g. "input_size"."""
+    """``x.shape[dim] == expected``; ``what`` names the size, e.g.
+    "input_size"."""
     if x.shape[dim] != expected:
         label = f" ({what})" if what else ""
         raise ValueError(
@@ -76,14 +79,16 @@ def check_size(
 
 
 def check_shape(name: str, x: torch.Tensor, expected: Sequence) -> None:
-    """``x.shape`` equals ``expected``; ``None`` in ``expected`` matches any size."""
+    """``x.shape`` equals ``expected``; ``None`` in ``expected`` matches any
+    size."""
     check_tensor(name, x)
     ok = x.dim() == len(expected) and all(
         e is None or s == e for s, e in zip(x.shape, expected)
     )
     if not ok:
         raise ValueError(
-            f"{name} must have shape {shape_str(expected)}, got {shape_str(x.shape)}"
+            f"{name} must have shape {shape_str(expected)}, "
+            f"got {shape_str(x.shape)}"
         )
 
 
@@ -95,7 +100,8 @@ def check_lengths(lengths, batch: int, max_len: int) -> torch.Tensor:
     lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1 or lengths.numel() != batch:
         raise ValueError(
-            f"lengths must be 1-D with one entry per sequence, i.e. shape ({batch},), "
+            "lengths must be 1-D with one entry per sequence, "
+            f"i.e. shape ({batch},), "
             f"got shape {shape_str(lengths.shape)}"
         )
     if (
@@ -109,23 +115,27 @@ def check_lengths(lengths, batch: int, max_len: int) -> torch.Tensor:
     lengths = lengths.to(device="cpu", dtype=torch.int64)
     if batch and (lengths.min() < 1 or lengths.max() > max_len):
         raise ValueError(
-            f"every length must lie in 1..{max_len} (the padded sequence length), "
+            f"every length must lie in 1..{max_len} "
+            "(the padded sequence length), "
             f"got {lengths.tolist()}"
         )
     return lengths
 
 
 def check_layout(name: str, x, expected: Sequence[int], layout: str) -> None:
-    """``x.shape == expected``; the message also names the symbolic ``layout``, e.g. "(L*D, B, H)"."""
+    """``x.shape == expected``; the message also names the symbolic
+    ``layout``, e.g. "(L*D, B, H)"."""
     check_tensor(name, x)
     if tuple(x.shape) != tuple(expected):
         raise ValueError(
-            f"{name} must have shape {layout} = {shape_str(expected)}, got {shape_str(x.shape)}"
+            f"{name} must have shape {layout} = {shape_str(expected)}, "
+            f"got {shape_str(x.shape)}"
         )
 
 
 def check_token_ids(name: str, x, vocab_size: int) -> None:
-    """``x`` is an integer tensor of token ids, each in ``0 .. vocab_size - 1``."""
+    """``x`` is an integer tensor of token ids, each in
+    ``0 .. vocab_size - 1``."""
     check_tensor(name, x)
     if x.dtype.is_floating_point or x.dtype == torch.bool or x.is_complex():
         raise ValueError(
@@ -133,7 +143,8 @@ def check_token_ids(name: str, x, vocab_size: int) -> None:
         )
     if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
         raise ValueError(
-            f"{name} must hold token ids in 0..{vocab_size - 1} (vocab_size {vocab_size}), "
+            f"{name} must hold token ids in 0..{vocab_size - 1} "
+            f"(vocab_size {vocab_size}), "
             f"got values from {int(x.min())} to {int(x.max())}"
         )
 
@@ -141,14 +152,17 @@ def check_token_ids(name: str, x, vocab_size: int) -> None:
 def check_mask_dtype(
     name: str, mask, float_dtype: torch.dtype, bool_meaning: str
 ) -> None:
-    """``mask`` is a boolean tensor or a float tensor of ``float_dtype`` (added to scores).
+    """``mask`` is a boolean tensor or a float tensor of ``float_dtype``
+    (added to scores).
 
-    ``bool_meaning`` states what ``True`` means for this mask, e.g. "True = may attend";
-    it goes into the message so the caller sees the convention next to the error.
+    ``bool_meaning`` states what ``True`` means for this mask, e.g.
+    "True = may attend"; it goes into the message so the caller sees the
+    convention next to the error.
     """
     check_tensor(name, mask)
     if mask.dtype != torch.bool and mask.dtype != float_dtype:
         raise ValueError(
-            f"{name} must be bool ({bool_meaning}) or {float_dtype} (added to the scores), "
+            f"{name} must be bool ({bool_meaning}) or {float_dtype} "
+            "(added to the scores), "
             f"got dtype {mask.dtype}"
         )

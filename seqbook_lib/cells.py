@@ -5,7 +5,8 @@ state to the next state. Every cell holds the same four parameters, laid out
 exactly like ``torch.nn.RNNCell`` / ``LSTMCell`` / ``GRUCell`` so that state
 dicts load both ways:
 
-    weight_ih  (G*H, I)   input-to-hidden weights of the G gates, stacked by rows
+    weight_ih  (G*H, I)   input-to-hidden weights of the G gates, stacked
+                          by rows
     weight_hh  (G*H, H)   hidden-to-hidden weights, same row layout
     bias_ih    (G*H,)     (None when bias=False)
     bias_hh    (G*H,)     (None when bias=False)
@@ -49,7 +50,8 @@ _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
 def project_input(x, weight_ih, bias_ih=None, bias_hh=None):
-    """``x W_ih^T + b_ih (+ b_hh)``: (..., I) -> (..., G*H), for one step or all T steps at once.
+    """``x W_ih^T + b_ih (+ b_hh)``: (..., I) -> (..., G*H), for one step or
+    all T steps at once.
 
     Pass ``bias_hh`` only when it is to be folded in (RNN, LSTM; not GRU).
     """
@@ -59,18 +61,22 @@ def project_input(x, weight_ih, bias_ih=None, bias_hh=None):
 
 
 def _hidden_projection(x_proj, h, weight_hh, bias_hh):
-    """``x_proj + h W_hh^T (+ b_hh)``: the pre-activations of all gates, (B, G*H)."""
+    """``x_proj + h W_hh^T (+ b_hh)``: the pre-activations of all gates,
+    (B, G*H)."""
     gates = torch.addmm(x_proj, h, weight_hh.t())
     return gates if bias_hh is None else gates + bias_hh
 
 
 def rnn_step(x_proj, h, weight_hh, bias_hh=None, nonlinearity="tanh"):
-    """One Elman step: ``h' = act(x_proj + W_hh h + b_hh)``; all tensors (B, H)."""
-    return _ACTIVATIONS[nonlinearity](_hidden_projection(x_proj, h, weight_hh, bias_hh))
+    """One Elman step: ``h' = act(x_proj + W_hh h + b_hh)``; all tensors
+    (B, H)."""
+    pre = _hidden_projection(x_proj, h, weight_hh, bias_hh)  # (B, H)
+    return _ACTIVATIONS[nonlinearity](pre)
 
 
 def lstm_step(x_proj, state, weight_hh, bias_hh=None):
-    """One LSTM step: ``(h, c) -> (h', c')``; ``x_proj`` is (B, 4H), ``h`` and ``c`` (B, H)."""
+    """One LSTM step: ``(h, c) -> (h', c')``; ``x_proj`` is (B, 4H), ``h``
+    and ``c`` (B, H)."""
     h, c = state
     gates = _hidden_projection(x_proj, h, weight_hh, bias_hh)  # (B, 4H)
     i, f, g, o = gates.chunk(4, dim=1)  # (B, H) each
@@ -80,7 +86,8 @@ def lstm_step(x_proj, state, weight_hh, bias_hh=None):
 
 
 def gru_step(x_proj, h, weight_hh, bias_hh=None):
-    """One GRU step: ``h -> h'``; ``x_proj`` is (B, 3H) *without* b_hh, ``h`` is (B, H)."""
+    """One GRU step: ``h -> h'``; ``x_proj`` is (B, 3H) *without* b_hh,
+    ``h`` is (B, H)."""
     h_proj = F.linear(h, weight_hh, bias_hh)  # (B, 3H)
     x_r, x_z, x_n = x_proj.chunk(3, dim=1)
     h_r, h_z, h_n = h_proj.chunk(3, dim=1)
@@ -131,7 +138,8 @@ class _Cell(nn.Module):
         return s
 
     def project_input(self, x: torch.Tensor) -> torch.Tensor:
-        """``x W_ih^T + b_ih`` (``+ b_hh`` when it can be folded in): (..., I) -> (..., G*H)."""
+        """``x W_ih^T + b_ih`` (``+ b_hh`` when it can be folded in):
+        (..., I) -> (..., G*H)."""
         folded = self.bias_hh if self.fold_hidden_bias else None
         return project_input(x, self.weight_ih, self.bias_ih, folded)
 
@@ -145,7 +153,9 @@ class _Cell(nn.Module):
         if x.dim() == 2:
             check_layout(name, h, (x.shape[0], self.hidden_size), "(B, H)")
         else:
-            check_layout(name, h, (self.hidden_size,), "(H,) for unbatched input")
+            check_layout(
+                name, h, (self.hidden_size,), "(H,) for unbatched input"
+            )
 
     def _zeros(self, x: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape[0], self.hidden_size)
@@ -162,20 +172,31 @@ class RNNCell(_Cell):
 
     num_gates = 1
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+    ):
         check_choice("nonlinearity", nonlinearity, list(_ACTIVATIONS))
         super().__init__(input_size, hidden_size, bias)
         self.nonlinearity = nonlinearity
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity}"
+        if self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        return s
 
     def step(self, x_proj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """The recurrence given ``x_proj = project_input(x_t)``: (B, H), (B, H) -> (B, H)."""
+        """The recurrence given ``x_proj = project_input(x_t)``:
+        (B, H), (B, H) -> (B, H)."""
         return rnn_step(x_proj, h, self.weight_hh, None, self.nonlinearity)
 
-    def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input: torch.Tensor, hx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         batched = self._check_input(input)
         x = input if batched else input.unsqueeze(0)  # (B, I)
         if hx is None:
@@ -204,21 +225,33 @@ class LSTMCell(_Cell):
 
     num_gates = 4
 
-    def step(self, x_proj: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
-        """The recurrence given ``x_proj = project_input(x_t)``: (B, 4H), (h, c) -> (h', c')."""
+    def step(
+        self, x_proj: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ):
+        """The recurrence given ``x_proj = project_input(x_t)``:
+        (B, 4H), (h, c) -> (h', c')."""
         return lstm_step(x_proj, state, self.weight_hh, None)
 
-    def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(
+        self,
+        input: torch.Tensor,
+        hx: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
         batched = self._check_input(input)
         x = input if batched else input.unsqueeze(0)  # (B, I)
         if hx is None:
             h = c = self._zeros(x)
         else:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"hx of an LSTMCell must be a pair (h, c), got {type(hx).__name__}")
+                raise TypeError(
+                    "hx of an LSTMCell must be a pair (h, c), "
+                    f"got {type(hx).__name__}"
+                )
             self._check_hidden("hx[0] (h)", hx[0], input)
             self._check_hidden("hx[1] (c)", hx[1], input)
-            h, c = (hx[0], hx[1]) if batched else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+            h, c = hx[0], hx[1]
+            if not batched:
+                h, c = h.unsqueeze(0), c.unsqueeze(0)
         h, c = self.step(self.project_input(x), (h, c))  # (B, H) each
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
 
@@ -240,10 +273,13 @@ class GRUCell(_Cell):
     fold_hidden_bias = False
 
     def step(self, x_proj: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """The recurrence given ``x_proj = project_input(x_t)``: (B, 3H), (B, H) -> (B, H)."""
+        """The recurrence given ``x_proj = project_input(x_t)``:
+        (B, 3H), (B, H) -> (B, H)."""
         return gru_step(x_proj, h, self.weight_hh, self.bias_hh)
 
-    def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input: torch.Tensor, hx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         batched = self._check_input(input)
         x = input if batched else input.unsqueeze(0)  # (B, I)
         if hx is None:

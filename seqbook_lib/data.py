@@ -10,7 +10,7 @@ Two corpora feed the application chapters:
 Every loader looks first in a local folder -- the ``root`` argument, else the
 folder named by the environment variable ``SEQBOOK_DATA`` -- laid out as::
 
-    $SEQBOOK_DATA/imdb/aclImdb_v1.tar.gz          (or the unpacked imdb/aclImdb/)
+    $SEQBOOK_DATA/imdb/aclImdb_v1.tar.gz    (or the unpacked imdb/aclImdb/)
     $SEQBOOK_DATA/tinyshakespeare/input.txt
 
 and only then goes online. Without a local copy and without a network the
@@ -58,25 +58,29 @@ class DataNotFoundError(FileNotFoundError):
 
 
 class CorruptDataError(ValueError):
-    """A copy of a data set exists but is unsafe, incomplete or not the expected file."""
+    """A copy of a data set exists but is unsafe, incomplete or not the
+    expected file."""
 
 
 def data_root() -> Path | None:
-    """The local data folder named by ``$SEQBOOK_DATA``, or ``None`` when it is unset."""
+    """The local data folder named by ``$SEQBOOK_DATA``, or ``None`` when it is
+    unset."""
     value = os.environ.get("SEQBOOK_DATA")
     if not value:
         return None
     root = Path(value).expanduser()
     if not root.is_dir():
         raise DataNotFoundError(
-            f"SEQBOOK_DATA is set to {value!r}, which is not a folder; point it at the "
-            "folder holding imdb/ and tinyshakespeare/, or unset it"
+            f"SEQBOOK_DATA is set to {value!r}, which is not a folder; "
+            "point it at the folder holding imdb/ and tinyshakespeare/, "
+            "or unset it"
         )
     return root
 
 
 def cache_dir() -> Path:
-    """Where downloads and parsed copies are kept: ``$SEQBOOK_CACHE``, else ``~/.cache/seqbook``."""
+    """Where downloads and parsed copies are kept: ``$SEQBOOK_CACHE``, else
+    ``~/.cache/seqbook``."""
     value = os.environ.get("SEQBOOK_CACHE")
     return (
         Path(value).expanduser()
@@ -86,7 +90,8 @@ def cache_dir() -> Path:
 
 
 def _local_root(root) -> Path | None:
-    """``root`` as a Path when given (it must be a folder), else :func:`data_root`."""
+    """``root`` as a Path when given (it must be a folder), else
+    :func:`data_root`."""
     if root is None:
         return data_root()
     root = Path(root).expanduser()
@@ -95,11 +100,12 @@ def _local_root(root) -> Path | None:
     return root
 
 
-# --- network ------------------------------------------------------------------
+# --- network -----------------------------------------------------------------
 
 
 def _reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Whether a TCP connection to the host of ``url`` (or to its proxy) opens within ``timeout``.
+    """Whether a TCP connection to the host of ``url`` (or to its proxy) opens
+    within ``timeout``.
 
     The connection attempt runs in a daemon thread so that a slow DNS lookup,
     which socket timeouts do not cover, cannot hold the caller longer.
@@ -139,13 +145,14 @@ def _hub_offline() -> bool:
     )
 
 
-# --- IMDB -----------------------------------------------------------------------
+# --- IMDB --------------------------------------------------------------------
 
 
 def load_imdb(
     root=None, expected_per_class: int = IMDB_PER_CLASS, cache: bool = True
 ) -> "DatasetDict":
-    """The IMDB reviews as ``{"train": Dataset, "test": Dataset}`` (a ``datasets.DatasetDict``).
+    """The IMDB reviews as ``{"train": Dataset, "test": Dataset}`` (a
+    ``datasets.DatasetDict``).
 
     Columns: ``text`` (the raw review, ``<br />`` tags included), ``label``
     (0 = negative, 1 = positive), and for a local copy also ``id`` and
@@ -165,7 +172,8 @@ def load_imdb(
     """
     if not isinstance(expected_per_class, int) or expected_per_class < 1:
         raise ValueError(
-            f"expected_per_class must be a positive int, got {expected_per_class!r}"
+            "expected_per_class must be a positive int, "
+            f"got {expected_per_class!r}"
         )
     root = _local_root(root)
     searched = []
@@ -195,27 +203,30 @@ def _imdb_missing_message(searched: list[str]) -> str:
         "IMDB reviews not found locally"
         + looked
         + ". Download aclImdb_v1.tar.gz (the Large "
-        f"Movie Review Dataset, about 84 MB) from the Stanford AI Lab page {IMDB_PAGE} and set "
-        "the environment variable SEQBOOK_DATA to a folder containing imdb/aclImdb_v1.tar.gz "
+        "Movie Review Dataset, about 84 MB) from the Stanford AI Lab page "
+        f"{IMDB_PAGE} and set the environment variable SEQBOOK_DATA to a "
+        "folder containing imdb/aclImdb_v1.tar.gz "
         "(or pass root=that folder)"
     )
 
 
 def _imdb_from_hub(searched: list[str]) -> "DatasetDict":
-    """Train and test splits of ``stanfordnlp/imdb``, after checking that the hub can be reached."""
+    """Train and test splits of ``stanfordnlp/imdb``, after checking that the
+    hub can be reached."""
     from huggingface_hub import constants
 
     message = _imdb_missing_message(searched)
     if _hub_offline():
         raise DataNotFoundError(
             message
-            + ". HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set, so the Hugging Face "
-            "hub was not tried"
+            + ". HF_HUB_OFFLINE or HF_DATASETS_OFFLINE is set, "
+            "so the Hugging Face hub was not tried"
         )
     if not _reachable(constants.ENDPOINT):
         raise DataNotFoundError(
             message
-            + f". The Hugging Face hub ({constants.ENDPOINT}) is not reachable either"
+            + f". The Hugging Face hub ({constants.ENDPOINT}) "
+            "is not reachable either"
         )
     import datasets
 
@@ -230,7 +241,10 @@ def _imdb_from_archive(
     import datasets
 
     stat = archive.stat()
-    key = f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{expected_per_class}|v1"
+    key = (
+        f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        f"|{expected_per_class}|v1"
+    )
     cached = (
         cache_dir() / "imdb" / hashlib.sha256(key.encode()).hexdigest()[:16]
     )
@@ -245,7 +259,8 @@ def _imdb_from_archive(
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
-    """Refuse archive members that could point outside the folder they belong to."""
+    """Refuse archive members that could point outside the folder they belong
+    to."""
     name = member.name
     if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split(
         "/"
@@ -278,7 +293,8 @@ def _review_record(match: re.Match, text: bytes, where: str) -> tuple:
 
 
 def _read_imdb_archive(archive: Path) -> list[tuple]:
-    """The review records of a ``.tar.gz`` in the aclImdb layout, read without extracting."""
+    """The review records of a ``.tar.gz`` in the aclImdb layout, read without
+    extracting."""
     records = []
     try:
         with tarfile.open(archive, "r:gz") as tar:
@@ -295,8 +311,9 @@ def _read_imdb_archive(archive: Path) -> list[tuple]:
                     )
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise CorruptDataError(
-            f"{archive} is not a readable .tar.gz archive (a truncated or corrupt download?): "
-            f"{type(err).__name__}: {err}. Download aclImdb_v1.tar.gz again from {IMDB_PAGE}"
+            f"{archive} is not a readable .tar.gz archive "
+            f"(a truncated or corrupt download?): {type(err).__name__}: "
+            f"{err}. Download aclImdb_v1.tar.gz again from {IMDB_PAGE}"
         ) from err
     return records
 
@@ -320,20 +337,23 @@ def _read_imdb_folder(folder: Path) -> list[tuple]:
 def _imdb_from_records(
     records: list[tuple], expected_per_class: int, source: Path
 ) -> "DatasetDict":
-    """Check the counts, sort, and wrap the records into one ``Dataset`` per split."""
+    """Check the counts, sort, and wrap the records into one ``Dataset`` per
+    split."""
     import datasets
 
     counts = Counter((split, label) for split, label, *_ in records)
     wrong = [
-        f"{split}/{name}: found {counts[split, label]}, expected {expected_per_class}"
+        f"{split}/{name}: found {counts[split, label]}, "
+        f"expected {expected_per_class}"
         for split in IMDB_SPLITS
         for label, name in enumerate(IMDB_CLASSES)
         if counts[split, label] != expected_per_class
     ]
     if wrong:
         raise CorruptDataError(
-            f"{source} does not hold the full IMDB data ({'; '.join(wrong)}); it is incomplete "
-            f"or corrupt. Download aclImdb_v1.tar.gz again from {IMDB_PAGE}"
+            f"{source} does not hold the full IMDB data "
+            f"({'; '.join(wrong)}); it is incomplete or corrupt. "
+            f"Download aclImdb_v1.tar.gz again from {IMDB_PAGE}"
         )
     records.sort(key=lambda r: (r[1], r[2]))  # label, then id
     features = datasets.Features(
@@ -359,7 +379,8 @@ def _imdb_from_records(
 
 @contextlib.contextmanager
 def _no_progress_bars():
-    """Silence the progress bars of ``datasets`` (they clutter notebook outputs)."""
+    """Silence the progress bars of ``datasets`` (they clutter notebook
+    outputs)."""
     import datasets
 
     was_disabled = datasets.are_progress_bars_disabled()
@@ -372,7 +393,8 @@ def _no_progress_bars():
 
 
 def _save_atomically(splits: "DatasetDict", target: Path) -> None:
-    """Save ``splits`` to ``target`` via a temporary folder, so a reader never sees half of it.
+    """Save ``splits`` to ``target`` via a temporary folder, so a reader never
+    sees half of it.
 
     Failing to write the cache is a warning, not an error: the data are loaded.
     """
@@ -390,12 +412,13 @@ def _save_atomically(splits: "DatasetDict", target: Path) -> None:
             )
 
 
-# --- plain texts ---------------------------------------------------------------------
+# --- plain texts -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TextSource:
-    """Where a text lives: ``path`` under the data folder, its download ``url`` and sha256."""
+    """Where a text lives: ``path`` under the data folder, its download ``url``
+    and sha256."""
 
     path: str
     url: str
@@ -405,8 +428,14 @@ class TextSource:
 TEXTS = {
     "tinyshakespeare": TextSource(
         path="tinyshakespeare/input.txt",
-        url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-        sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        url=(
+            "https://raw.githubusercontent.com/karpathy/char-rnn/master/"
+            "data/tinyshakespeare/input.txt"
+        ),
+        sha256=(
+            "86c4e6aa9db7c042ec79f339dcb96d42"
+            "b0075e16b8fc2e86bf0ca57e2dc565ed"
+        ),
     ),
 }
 
@@ -442,14 +471,17 @@ def load_text(name: str = "tinyshakespeare", root=None) -> str:
 
 
 def _download(name: str, source: TextSource) -> bytes:
-    """The bytes at ``source.url``; a :class:`DataNotFoundError` within seconds when offline."""
+    """The bytes at ``source.url``; a :class:`DataNotFoundError` within seconds
+    when offline."""
     hint = (
-        f"Put the file at $SEQBOOK_DATA/{source.path}, i.e. set the environment variable "
-        f"SEQBOOK_DATA to a folder containing {source.path} (or pass root=that folder)"
+        f"Put the file at $SEQBOOK_DATA/{source.path}, i.e. set the "
+        "environment variable SEQBOOK_DATA to a folder containing "
+        f"{source.path} (or pass root=that folder)"
     )
     if not _reachable(source.url):
         raise DataNotFoundError(
-            f"text {name!r} not found locally and {source.url} is not reachable. {hint}"
+            f"text {name!r} not found locally and {source.url} "
+            f"is not reachable. {hint}"
         )
     try:
         with urllib.request.urlopen(
@@ -458,23 +490,27 @@ def _download(name: str, source: TextSource) -> bytes:
             return response.read()
     except (urllib.error.URLError, OSError) as err:
         raise DataNotFoundError(
-            f"text {name!r} not found locally and downloading {source.url} failed: {err}. {hint}"
+            f"text {name!r} not found locally and downloading "
+            f"{source.url} failed: {err}. {hint}"
         ) from err
 
 
 def _checked_text(data: bytes, source: TextSource, where) -> str:
-    """``data`` decoded as UTF-8 after checking its sha256 against ``source.sha256``."""
+    """``data`` decoded as UTF-8 after checking its sha256 against
+    ``source.sha256``."""
     digest = hashlib.sha256(data).hexdigest()
     if digest != source.sha256:
         raise CorruptDataError(
-            f"{where} has sha256 {digest}, expected {source.sha256}: it is not the expected "
-            f"file (corrupt, truncated or another version). Replace it with {source.url}"
+            f"{where} has sha256 {digest}, expected {source.sha256}: "
+            "it is not the expected file (corrupt, truncated or another "
+            f"version). Replace it with {source.url}"
         )
     return data.decode("utf-8")
 
 
 def train_val_split_text(text, val_fraction: float = 0.1):
-    """``(train, val)``: the first ``1 - val_fraction`` of ``text`` and the rest, by position.
+    """``(train, val)``: the first ``1 - val_fraction`` of ``text`` and the
+    rest, by position.
 
     Splitting by position (not at random) keeps whole passages on one side,
     so the validation loss measures text the model has not seen. Works for a
@@ -486,12 +522,14 @@ def train_val_split_text(text, val_fraction: float = 0.1):
         or not (0.0 < val_fraction < 1.0)
     ):
         raise ValueError(
-            f"val_fraction must be a number strictly between 0 and 1, got {val_fraction!r}"
+            "val_fraction must be a number strictly between 0 and 1, "
+            f"got {val_fraction!r}"
         )
     n_train = int(len(text) * (1.0 - val_fraction))
     if n_train == 0 or n_train == len(text):
         raise ValueError(
-            f"a text of length {len(text)} is too short to split with val_fraction={val_fraction}: "
+            f"a text of length {len(text)} is too short to split with "
+            f"val_fraction={val_fraction}: "
             "one side would be empty"
         )
     return text[:n_train], text[n_train:]

@@ -126,7 +126,8 @@ class GRUStep:
         k_x = W_ik x_t + b_ik,   k_h = W_hk h_{t-1} + b_hk
     r     = sigmoid(r_x + r_h)            reset gate
     z     = sigmoid(z_x + z_h)            update gate
-    n_pre = n_x + r * n_h                 (the reset gate scales the hidden part, bias included)
+    n_pre = n_x + r * n_h                 (the reset gate scales the hidden
+                                           part, bias included)
     n     = tanh(n_pre)                   candidate
     h_t   = (1 - z) * n + z * h_{t-1}
     """
@@ -156,8 +157,10 @@ class BPTTStep:
     """Gradients at one step of back-propagation through time in an RNN.
 
     dL_dh_direct = the part of dL/dh_t that the loss gives directly
-    dL_dh        = dL_dh_direct + W_hh^T dL_da_{t+1}     (total, through later steps too)
-    dL_da        = dL_dh * f'(a_t)                       f' = 1 - h_t^2 for tanh, [a_t > 0] for relu
+    dL_dh        = dL_dh_direct + W_hh^T dL_da_{t+1}
+                   (total, through later steps too)
+    dL_da        = dL_dh * f'(a_t)
+                   f' = 1 - h_t^2 for tanh, [a_t > 0] for relu
     """
 
     t: int
@@ -170,7 +173,8 @@ class BPTTStep:
 
 @dataclass(frozen=True, eq=False)
 class RNNGradients:
-    """Everything ``rnn_bptt`` computes: per-step records and the summed weight gradients.
+    """Everything ``rnn_bptt`` computes: per-step records and the summed
+    weight gradients.
 
     dW_ih = sum_t dL_da_t x_t^T        db_ih = db_hh = sum_t dL_da_t
     dW_hh = sum_t dL_da_t h_{t-1}^T    dh0 = W_hh^T dL_da_1
@@ -190,7 +194,8 @@ class RNNGradients:
 
 
 def _as_float64(name: str, value) -> np.ndarray:
-    """A float64 NumPy copy of an array-like (a torch tensor is detached first)."""
+    """A float64 NumPy copy of an array-like (a torch tensor is detached
+    first)."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     try:
@@ -207,7 +212,8 @@ def _check_shape(name: str, a: np.ndarray, expected: tuple) -> None:
 
 
 def _prepare(x, W_ih, W_hh, b_ih, b_hh, gates: int, states: dict):
-    """Validate and convert the inputs of a trace; returns (x, W_ih, W_hh, b_ih, b_hh, states, H).
+    """Validate and convert the inputs of a trace; returns
+    (x, W_ih, W_hh, b_ih, b_hh, states, H).
 
     H is read from W_hh's second dimension, I from x's. ``None`` biases and
     initial states become zeros.
@@ -215,7 +221,8 @@ def _prepare(x, W_ih, W_hh, b_ih, b_hh, gates: int, states: dict):
     x = _as_float64("x", x)
     if x.ndim != 2:
         raise ValueError(
-            f"x must have 2 dimensions (T, I): a single sequence, got shape {x.shape}"
+            "x must have 2 dimensions (T, I): a single sequence, "
+            f"got shape {x.shape}"
         )
     if x.shape[0] < 1:
         raise ValueError(
@@ -224,7 +231,8 @@ def _prepare(x, W_ih, W_hh, b_ih, b_hh, gates: int, states: dict):
     W_hh = _as_float64("W_hh", W_hh)
     if W_hh.ndim != 2:
         raise ValueError(
-            f"W_hh must have 2 dimensions ({gates}*H, H), got shape {W_hh.shape}"
+            f"W_hh must have 2 dimensions ({gates}*H, H), "
+            f"got shape {W_hh.shape}"
         )
     H, I = W_hh.shape[1], x.shape[1]
     _check_shape("W_hh", W_hh, (gates * H, H))
@@ -260,14 +268,16 @@ def _split(v: np.ndarray, parts: int) -> list:
 def rnn_trace(
     x, W_ih, W_hh, b_ih=None, b_hh=None, h0=None, nonlinearity="tanh"
 ) -> list:
-    """Run an Elman RNN cell over ``x`` (T, I) and record every step (see ``RNNStep``).
+    """Run an Elman RNN cell over ``x`` (T, I) and record every step (see
+    ``RNNStep``).
 
     ``nonlinearity`` is "tanh" or "relu"; ``h0`` defaults to zeros; ``None``
     biases mean a cell built with ``bias=False``.
     """
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(
-            f"nonlinearity must be one of ['tanh', 'relu'], got {nonlinearity!r}"
+            "nonlinearity must be one of ['tanh', 'relu'], "
+            f"got {nonlinearity!r}"
         )
     x, W_ih, W_hh, b_ih, b_hh, s, _ = _prepare(
         x, W_ih, W_hh, b_ih, b_hh, 1, {"h0": h0}
@@ -285,7 +295,8 @@ def rnn_trace(
 
 
 def lstm_trace(x, W_ih, W_hh, b_ih=None, b_hh=None, h0=None, c0=None) -> list:
-    """Run an LSTM cell over ``x`` (T, I) and record every step (see ``LSTMStep``)."""
+    """Run an LSTM cell over ``x`` (T, I) and record every step (see
+    ``LSTMStep``)."""
     x, W_ih, W_hh, b_ih, b_hh, s, _ = _prepare(
         x, W_ih, W_hh, b_ih, b_hh, 4, {"h0": h0, "c0": c0}
     )
@@ -333,7 +344,8 @@ def lstm_trace(x, W_ih, W_hh, b_ih=None, b_hh=None, h0=None, c0=None) -> list:
 
 
 def gru_trace(x, W_ih, W_hh, b_ih=None, b_hh=None, h0=None) -> list:
-    """Run a GRU cell over ``x`` (T, I) and record every step (see ``GRUStep``)."""
+    """Run a GRU cell over ``x`` (T, I) and record every step (see
+    ``GRUStep``)."""
     x, W_ih, W_hh, b_ih, b_hh, s, _ = _prepare(
         x, W_ih, W_hh, b_ih, b_hh, 3, {"h0": h0}
     )
@@ -371,7 +383,8 @@ def gru_trace(x, W_ih, W_hh, b_ih=None, b_hh=None, h0=None) -> list:
 
 
 def cell_weights(module) -> dict:
-    """``{"W_ih", "W_hh", "b_ih", "b_hh"}`` as float64 NumPy arrays from a torch cell or layer.
+    """``{"W_ih", "W_hh", "b_ih", "b_hh"}`` as float64 NumPy arrays from a
+    torch cell or layer.
 
     Works with ``torch.nn.RNNCell``/``LSTMCell``/``GRUCell`` (``weight_ih``...)
     and with the first layer, forward direction, of ``RNN``/``LSTM``/``GRU``
@@ -389,7 +402,8 @@ def cell_weights(module) -> dict:
                 "b_hh": None if b_hh is None else _as_float64("bias_hh", b_hh),
             }
     raise ValueError(
-        f"module must have weight_ih (a cell) or weight_ih_l0 (a layer), got {type(module).__name__}"
+        "module must have weight_ih (a cell) or weight_ih_l0 (a layer), "
+        f"got {type(module).__name__}"
     )
 
 
@@ -413,7 +427,8 @@ def rnn_bptt(trace: Sequence[RNNStep], W_hh, dL_dh) -> RNNGradients:
     """
     if len(trace) == 0 or not all(isinstance(s, RNNStep) for s in trace):
         raise ValueError(
-            "trace must be a non-empty list of RNNStep, as returned by rnn_trace"
+            "trace must be a non-empty list of RNNStep, "
+            "as returned by rnn_trace"
         )
     T, H = len(trace), trace[0].h.shape[0]
     W_hh = _as_float64("W_hh", W_hh)
@@ -456,7 +471,8 @@ def rnn_bptt(trace: Sequence[RNNStep], W_hh, dL_dh) -> RNNGradients:
 
 
 def _format_value(value, decimals: int) -> str:
-    """A cell: ints as they are, numbers rounded, vectors as ``[0.1234, -0.5000]``."""
+    """A cell: ints as they are, numbers rounded, vectors as
+    ``[0.1234, -0.5000]``."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, str):
@@ -468,8 +484,18 @@ def _format_value(value, decimals: int) -> str:
     return text if a.ndim == 0 else f"[{text}]"
 
 
+_TABLE_STYLE = "border-collapse: collapse; margin: 0.5em 0"
+_CELL_STYLE = (
+    "padding: 0.2em 0.8em; text-align: right; white-space: nowrap; "
+    "font-variant-numeric: tabular-nums"
+)
+_TH_STYLE = _CELL_STYLE + "; border-bottom: 1px solid currentColor"
+_TD_STYLE = _CELL_STYLE
+
+
 class TraceTable:
-    """A trace as a table: ``columns`` (names) and ``rows`` (lists of formatted strings).
+    """A trace as a table: ``columns`` (names) and ``rows`` (lists of
+    formatted strings).
 
     ``to_markdown()`` gives a markdown table; in a notebook the object shows
     itself as an HTML table (``_repr_html_``).
@@ -486,15 +512,21 @@ class TraceTable:
         return "\n".join([header, rule, *body])
 
     def _repr_html_(self) -> str:
+        """An HTML table: every cell padded, unwrapped and right-aligned
+        (headers too), numbers in tabular figures so that columns line up."""
         esc = html.escape
-        head = "".join(f"<th>{esc(c)}</th>" for c in self.columns)
+        th = f'<th style="{_TH_STYLE}">'
+        td = f'<td style="{_TD_STYLE}">'
+        head = "".join(f"{th}{esc(c)}</th>" for c in self.columns)
         body = "".join(
-            "<tr>"
-            + "".join(f'<td style="text-align:right">{esc(v)}</td>' for v in r)
-            + "</tr>"
+            "<tr>" + "".join(f"{td}{esc(v)}</td>" for v in r) + "</tr>"
             for r in self.rows
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return (
+            f'<table class="seqbook-trace" style="{_TABLE_STYLE}">'
+            f"<thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>"
+        )
 
     def __repr__(self) -> str:
         return self.to_markdown()
@@ -503,7 +535,8 @@ class TraceTable:
 def trace_table(
     trace: Sequence, decimals: int = 4, columns: Sequence[str] | None = None
 ) -> TraceTable:
-    """Tabulate a trace (from ``rnn_trace``/``lstm_trace``/``gru_trace``, or ``rnn_bptt(...).steps``).
+    """Tabulate a trace (from ``rnn_trace``/``lstm_trace``/``gru_trace``, or
+    ``rnn_bptt(...).steps``).
 
     One row per time step, one column per quantity. ``columns`` picks fields
     of the step records by name (default: the record type's
@@ -527,7 +560,8 @@ def trace_table(
         type(s) is not kind for s in trace
     ):
         raise ValueError(
-            "trace must be a list of step records of one kind (RNNStep, LSTMStep, GRUStep or "
+            "trace must be a list of step records of one kind "
+            "(RNNStep, LSTMStep, GRUStep or "
             f"BPTTStep), got {sorted({type(s).__name__ for s in trace})}"
         )
     names = [f.name for f in fields(kind)]

@@ -1,4 +1,5 @@
-"""Multi-layer, optionally bidirectional RNN, LSTM and GRU over whole sequences.
+"""Multi-layer, optionally bidirectional RNN, LSTM and GRU over whole
+sequences.
 
 Drop-in replacements for ``torch.nn.RNN`` / ``LSTM`` / ``GRU``: same
 constructor arguments, parameter names and shapes, forward signature and
@@ -62,15 +63,22 @@ def _hidden(state):
     return state[0] if isinstance(state, tuple) else state
 
 
+def _empty(*shape):
+    """A new parameter of ``shape``; ``reset_parameters`` fills it."""
+    return nn.Parameter(torch.empty(*shape))
+
+
 def _keep_where(valid, new, old):
-    """Take ``new`` where ``valid`` (B, 1) and keep ``old`` elsewhere, for h or (h, c)."""
+    """Take ``new`` where ``valid`` (B, 1) and keep ``old`` elsewhere, for h
+    or (h, c)."""
     if isinstance(new, tuple):
         return tuple(torch.where(valid, n, o) for n, o in zip(new, old))
     return torch.where(valid, new, old)
 
 
 def _reverse_time(x, reverse_index):
-    """Reverse each sequence of ``x`` (T, B, F) in time -- within its own length if ragged."""
+    """Reverse each sequence of ``x`` (T, B, F) in time -- within its own
+    length if ragged."""
     if reverse_index is None:
         return x.flip(0)
     return x.gather(0, reverse_index.unsqueeze(-1).expand_as(x))
@@ -100,7 +108,8 @@ class _RecurrentLayers(nn.Module):
         check_probability("dropout", dropout)
         if dropout > 0 and num_layers == 1:
             warnings.warn(
-                f"dropout={dropout} acts between layers only, so it has no effect with num_layers=1",
+                f"dropout={dropout} acts between layers only, "
+                "so it has no effect with num_layers=1",
                 stacklevel=2,
             )
         self.input_size = input_size
@@ -114,19 +123,23 @@ class _RecurrentLayers(nn.Module):
 
         rows = self.num_gates * hidden_size
         for layer in range(num_layers):
-            features = input_size if layer == 0 else self.num_directions * hidden_size
+            if layer == 0:
+                features = input_size
+            else:
+                features = self.num_directions * hidden_size
             for direction in range(self.num_directions):
-                names = self._param_names(layer, direction)
-                self.register_parameter(names[0], nn.Parameter(torch.empty(rows, features)))
-                self.register_parameter(names[1], nn.Parameter(torch.empty(rows, hidden_size)))
-                for name in names[2:]:
-                    self.register_parameter(name, nn.Parameter(torch.empty(rows)) if bias else None)
+                w_ih, w_hh, b_ih, b_hh = self._param_names(layer, direction)
+                self.register_parameter(w_ih, _empty(rows, features))
+                self.register_parameter(w_hh, _empty(rows, hidden_size))
+                for b in (b_ih, b_hh):
+                    self.register_parameter(b, _empty(rows) if bias else None)
         self.reset_parameters()
 
     @staticmethod
     def _param_names(layer: int, direction: int) -> list[str]:
         suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        return [f"{kind}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return [f"{kind}{suffix}" for kind in kinds]
 
     def reset_parameters(self) -> None:
         """Every parameter ~ U(-1/sqrt(H), 1/sqrt(H)), as in torch."""
@@ -148,16 +161,17 @@ class _RecurrentLayers(nn.Module):
             s += ", bidirectional=True"
         return s
 
-    # -- the recurrence ---------------------------------------------------------
+    # -- the recurrence -------------------------------------------------------
 
     def _scan(self, x, state, layer: int, direction: int, mask):
         """Run one (layer, direction) forward in time over ``x`` (T, B, F).
 
         Returns the hidden states (T, B, H) and the final state.
         """
-        w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in self._param_names(layer, direction))
-        if self.fold_hidden_bias:
-            x_proj, b_hh = project_input(x, w_ih, b_ih, b_hh), None  # (T, B, G*H)
+        names = self._param_names(layer, direction)
+        w_ih, w_hh, b_ih, b_hh = (getattr(self, n) for n in names)
+        if self.fold_hidden_bias:  # (T, B, G*H)
+            x_proj, b_hh = project_input(x, w_ih, b_ih, b_hh), None
         else:
             x_proj = project_input(x, w_ih, b_ih)  # (T, B, G*H)
         valid = mask.unbind(0) if mask is not None else None  # T x (B, 1)
@@ -171,12 +185,13 @@ class _RecurrentLayers(nn.Module):
             out = torch.where(mask, out, 0.0)  # zero past each length
         return out, state
 
-    # -- forward ----------------------------------------------------------------
+    # -- forward --------------------------------------------------------------
 
     def forward(self, input: torch.Tensor, hx=None, lengths=None):
         x, batched = self._time_major(input)  # (T, B, I)
         T, B = x.shape[:2]
-        states = self._initial_states(hx, x, batched)  # L*D states, each (B, H) or (h, c)
+        # L*D states, each (B, H) or (h, c)
+        states = self._initial_states(hx, x, batched)
 
         mask = reverse_index = None
         if lengths is not None:
@@ -184,9 +199,10 @@ class _RecurrentLayers(nn.Module):
             steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
             valid = steps < lengths  # (T, B)
             mask = valid.unsqueeze(-1)  # (T, B, 1)
-            x = torch.where(mask, x, 0.0)  # padding (even NaN) never reaches the math
-            if self.bidirectional:
-                reverse_index = torch.where(valid, lengths - 1 - steps, steps)  # (T, B)
+            # padding (even NaN) never reaches the math
+            x = torch.where(mask, x, 0.0)
+            if self.bidirectional:  # (T, B)
+                reverse_index = torch.where(valid, lengths - 1 - steps, steps)
 
         finals = []
         for layer in range(self.num_layers):
@@ -195,10 +211,14 @@ class _RecurrentLayers(nn.Module):
                 state = states[layer * self.num_directions + direction]
                 reverse = direction == 1
                 x_d = _reverse_time(x, reverse_index) if reverse else x
-                out, final = self._scan(x_d, state, layer, direction, mask)  # (T, B, H)
-                outs.append(_reverse_time(out, reverse_index) if reverse else out)
+                # (T, B, H)
+                out, final = self._scan(x_d, state, layer, direction, mask)
+                if reverse:
+                    out = _reverse_time(out, reverse_index)
+                outs.append(out)
                 finals.append(final)
-            x = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]  # (T, B, D*H)
+            # (T, B, D*H)
+            x = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
 
@@ -207,35 +227,47 @@ class _RecurrentLayers(nn.Module):
             output = output.squeeze(1)
         return output, self._final_states(finals, batched)
 
-    # -- shapes -----------------------------------------------------------------
+    # -- shapes ---------------------------------------------------------------
 
     def _time_major(self, input):
-        """Validate ``input`` and return it as (T, B, I), plus whether it was batched."""
+        """Validate ``input`` and return it as (T, B, I), plus whether it was
+        batched."""
         layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
         check_rank("input", input, (2, 3), f"{layout} or unbatched (T, I)")
         check_size("input", input, -1, self.input_size, "input_size")
         if input.dim() == 2:
             x, batched = input.unsqueeze(1), False
         else:
-            x, batched = (input.transpose(0, 1) if self.batch_first else input), True
+            x = input.transpose(0, 1) if self.batch_first else input
+            batched = True
         if x.shape[0] == 0:
-            raise ValueError(f"input must have at least one time step, got shape {tuple(input.shape)}")
+            raise ValueError(
+                "input must have at least one time step, "
+                f"got shape {tuple(input.shape)}"
+            )
         return x, batched
 
     def _check_state(self, name: str, h, x, batched: bool) -> torch.Tensor:
         """Validate one initial state tensor and return it as (L*D, B, H)."""
         ld = self.num_layers * self.num_directions
         if batched:
-            check_layout(name, h, (ld, x.shape[1], self.hidden_size), "(L*D, B, H)")
+            expected = (ld, x.shape[1], self.hidden_size)
+            check_layout(name, h, expected, "(L*D, B, H)")
             return h
-        check_layout(name, h, (ld, self.hidden_size), "(L*D, H) for unbatched input")
+        check_layout(
+            name, h, (ld, self.hidden_size), "(L*D, H) for unbatched input"
+        )
         return h.unsqueeze(1)
 
     def _zeros(self, x):
-        return x.new_zeros(self.num_layers * self.num_directions, x.shape[1], self.hidden_size)
+        ld = self.num_layers * self.num_directions
+        return x.new_zeros(ld, x.shape[1], self.hidden_size)
 
     def _initial_states(self, hx, x, batched):
-        h = self._zeros(x) if hx is None else self._check_state("hx", hx, x, batched)
+        if hx is None:
+            h = self._zeros(x)
+        else:
+            h = self._check_state("hx", hx, x, batched)
         return list(h.unbind(0))
 
     def _final_states(self, finals, batched):
@@ -266,7 +298,10 @@ class RNN(_RecurrentLayers):
         bidirectional: bool = False,
     ):
         check_choice("nonlinearity", nonlinearity, list(_ACTIVATIONS))
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout,
+            bidirectional,
+        )
         self.nonlinearity = nonlinearity
 
     def _step(self, x_proj, h, weight_hh, bias_hh):
@@ -291,7 +326,10 @@ class LSTM(_RecurrentLayers):
             h = c = self._zeros(x)
         else:
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"hx of an LSTM must be a pair (h_0, c_0), got {type(hx).__name__}")
+                raise TypeError(
+                    "hx of an LSTM must be a pair (h_0, c_0), "
+                    f"got {type(hx).__name__}"
+                )
             h = self._check_state("hx[0] (h_0)", hx[0], x, batched)
             c = self._check_state("hx[1] (c_0)", hx[1], x, batched)
         return list(zip(h.unbind(0), c.unbind(0)))

@@ -1,4 +1,5 @@
-"""An encoder-decoder with attention (Bahdanau et al., 2015), small enough to train on a CPU.
+"""An encoder-decoder with attention (Bahdanau et al., 2015), small enough to
+train on a CPU.
 
 Three pieces, one concept each:
 
@@ -49,14 +50,16 @@ _CELLS = {"gru": GRUCell, "lstm": LSTMCell}
 
 
 def _map_state(state, fn):
-    """Apply ``fn`` to a GRU state (a tensor) or to both parts of an LSTM state (h, c)."""
+    """Apply ``fn`` to a GRU state (a tensor) or to both parts of an LSTM
+    state (h, c)."""
     return (
         tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
     )
 
 
 class Encoder(nn.Module):
-    """Embedding + (bi)directional GRU/LSTM over the source, plus a bridge to the decoder.
+    """Embedding + (bi)directional GRU/LSTM over the source, plus a bridge to
+    the decoder.
 
     outputs = [h_fwd_s ; h_bwd_s] for every source position s     (B, S, C)
     state_0 = tanh(W_b [h_fwd_last ; h_bwd_first] + b_b)          (B, H)
@@ -115,7 +118,8 @@ class Encoder(nn.Module):
         )
 
     def forward(self, src, src_lengths):
-        """src (B, S) token ids, src_lengths (B,) -> (outputs (B, S, C), mask (B, S) bool, state_0)."""
+        """src (B, S) token ids, src_lengths (B,)
+        -> (outputs (B, S, C), mask (B, S) bool, state_0)."""
         check_rank("src", src, [2], "(B, S)")
         check_token_ids("src", src, self.vocab_size)
         B, S = src.shape
@@ -135,24 +139,28 @@ class Encoder(nn.Module):
         return outputs, mask, state
 
     def _bridge(self, linear, final):
-        """(L*D, B, H) final states -> tanh(linear([last layer's directions])) (B, H)."""
+        """(L*D, B, H) final states
+        -> tanh(linear([last layer's directions])) (B, H)."""
         last = final[-self.num_directions :]  # (D, B, H)
         joined = last.transpose(0, 1).reshape(last.shape[1], -1)  # (B, D*H)
         return torch.tanh(linear(joined))
 
 
 class Decoder(nn.Module):
-    """One decoding step: attend, update the recurrent state, score the next token.
+    """One decoding step: attend, update the recurrent state, score the next
+    token.
 
     With the previous state's hidden part s_{t-1} (B, H) as the query:
 
-        c_t, a_t = attend(s_{t-1}, encoder outputs, mask)     context (B, C), weights (B, S)
+        c_t, a_t = attend(s_{t-1}, encoder outputs, mask)
+                                           context (B, C), weights (B, S)
         s_t      = cell([embed(y_{t-1}) ; c_t], s_{t-1})
         logits_t = W_o [s_t ; c_t ; embed(y_{t-1})] + b_o      (B, V)
 
     ``attention`` chooses attend():
 
-    - "additive": Bahdanau's v^T tanh(W_q s + W_k h_s) scores (``AdditiveAttention``);
+    - "additive": Bahdanau's v^T tanh(W_q s + W_k h_s) scores
+      (``AdditiveAttention``);
     - "dot": scaled dot products (s W_p) . h_s / sqrt(C), where W_p (H -> C, no
       bias) is only there when H != C;
     - None: no attention. The context is the plain mean of the valid encoder
@@ -209,7 +217,8 @@ class Decoder(nn.Module):
         self.out = nn.Linear(hidden_size + enc_size + embed_size, vocab_size)
 
     def attend(self, query, enc_outputs, mask):
-        """query (B, H), enc_outputs (B, S, C), mask (B, S) -> context (B, C), weights (B, S)."""
+        """query (B, H), enc_outputs (B, S, C), mask (B, S)
+        -> context (B, C), weights (B, S)."""
         if self.attention_kind == "additive":
             return self.attention(query, enc_outputs, enc_outputs, mask=mask)
         if self.attention_kind == "dot":
@@ -227,7 +236,8 @@ class Decoder(nn.Module):
         return (weights[..., None] * enc_outputs).sum(1), weights
 
     def forward(self, prev_token, state, enc_outputs, mask):
-        """prev_token (B,), state (B, H) or ((B, H), (B, H)) -> (logits (B, V), state, weights (B, S))."""
+        """prev_token (B,), state (B, H) or ((B, H), (B, H))
+        -> (logits (B, V), state, weights (B, S))."""
         self._check_step(prev_token, state, enc_outputs, mask)
         emb = self.dropout(self.embedding(prev_token))  # (B, E)
         query = state[0] if self.cell == "lstm" else state  # (B, H)
@@ -249,12 +259,14 @@ class Decoder(nn.Module):
         check_shape("mask", mask, (B, enc_outputs.shape[1]))
         if mask.dtype != torch.bool:
             raise ValueError(
-                f"mask must be a bool tensor (True = real token), got dtype {mask.dtype}"
+                "mask must be a bool tensor (True = real token), "
+                f"got dtype {mask.dtype}"
             )
         if self.cell == "lstm":
             if not isinstance(state, tuple) or len(state) != 2:
                 raise ValueError(
-                    f"state of an LSTM decoder must be a pair (h, c), got {type(state).__name__}"
+                    "state of an LSTM decoder must be a pair (h, c), "
+                    f"got {type(state).__name__}"
                 )
             check_shape("state[0] (h)", state[0], (B, self.hidden_size))
             check_shape("state[1] (c)", state[1], (B, self.hidden_size))
@@ -266,9 +278,11 @@ class Decoder(nn.Module):
 class Hypothesis:
     """One generated sequence.
 
-    tokens     the generated ids (BOS not included), ending with EOS unless max_len cut it off
+    tokens     the generated ids (BOS not included), ending with EOS unless
+               max_len cut it off
     score      the sum of the model's log-probabilities of those tokens
-    attention  (len(tokens), S_b): each step's attention weights over the real source positions
+    attention  (len(tokens), S_b): each step's attention weights over the
+               real source positions
     """
 
     tokens: list
@@ -277,7 +291,8 @@ class Hypothesis:
 
 
 class Seq2Seq(nn.Module):
-    """Encoder + decoder, with teacher-forced training and greedy / beam-search generation.
+    """Encoder + decoder, with teacher-forced training and greedy /
+    beam-search generation.
 
     The decoder's state size must equal the encoder's ``hidden_size`` (the
     bridge maps into it), its ``enc_size`` the encoder's ``output_size``, and
@@ -298,17 +313,20 @@ class Seq2Seq(nn.Module):
         super().__init__()
         if decoder.enc_size != encoder.output_size:
             raise ValueError(
-                f"decoder.enc_size must equal encoder.output_size = {encoder.output_size}, "
+                "decoder.enc_size must equal encoder.output_size = "
+                f"{encoder.output_size}, "
                 f"got {decoder.enc_size}"
             )
         if decoder.hidden_size != encoder.hidden_size:
             raise ValueError(
-                f"decoder.hidden_size must equal encoder.hidden_size = {encoder.hidden_size}, "
+                "decoder.hidden_size must equal encoder.hidden_size = "
+                f"{encoder.hidden_size}, "
                 f"got {decoder.hidden_size}"
             )
         if decoder.cell != encoder.cell:
             raise ValueError(
-                f"decoder.cell must equal encoder.cell = {encoder.cell!r}, got {decoder.cell!r}"
+                f"decoder.cell must equal encoder.cell = {encoder.cell!r}, "
+                f"got {decoder.cell!r}"
             )
         for name, idx in [
             ("bos_idx", bos_idx),
@@ -321,13 +339,15 @@ class Seq2Seq(nn.Module):
                 or not 0 <= idx < decoder.vocab_size
             ):
                 raise ValueError(
-                    f"{name} must be an int in 0..{decoder.vocab_size - 1}, got {idx!r}"
+                    f"{name} must be an int in "
+                    f"0..{decoder.vocab_size - 1}, got {idx!r}"
                 )
         self.encoder, self.decoder = encoder, decoder
         self.bos_idx, self.eos_idx, self.pad_idx = bos_idx, eos_idx, pad_idx
 
     def forward(self, src, src_lengths, tgt_in, teacher_forcing=1.0):
-        """Decode ``tgt_in`` (B, T) (BOS y_1 ... y_{T-1}) -> logits (B, T, V), attention (B, T, S).
+        """Decode ``tgt_in`` (B, T) (BOS y_1 ... y_{T-1})
+        -> logits (B, T, V), attention (B, T, S).
 
         Step t feeds the ground truth ``tgt_in[:, t]`` with probability
         ``teacher_forcing`` (one draw of torch's RNG per step, shared by the
@@ -343,7 +363,8 @@ class Seq2Seq(nn.Module):
         check_token_ids("tgt_in", tgt_in, self.decoder.vocab_size)
         if tgt_in.shape[0] != src.shape[0] or tgt_in.shape[1] < 1:
             raise ValueError(
-                f"tgt_in must have shape (B, T) with B = {src.shape[0]} and T >= 1, "
+                "tgt_in must have shape (B, T) with "
+                f"B = {src.shape[0]} and T >= 1, "
                 f"got {tuple(tgt_in.shape)}"
             )
         token = tgt_in[:, 0]  # (B,)
@@ -364,7 +385,8 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def greedy_decode(self, src, src_lengths, max_len) -> list:
-        """Pick the most probable token at every step, for the whole batch at once.
+        """Pick the most probable token at every step, for the whole batch
+        at once.
 
         Returns one :class:`Hypothesis` per source sentence, stopped at its
         first EOS (included) or after ``max_len`` tokens.
@@ -416,9 +438,11 @@ class Seq2Seq(nn.Module):
     def beam_search(
         self, src, src_lengths, beam_size, max_len, length_penalty=0.0
     ) -> list:
-        """Beam search, one source sentence at a time (clearer than batching beams).
+        """Beam search, one source sentence at a time (clearer than batching
+        beams).
 
-        Keeps the ``beam_size`` best partial sequences by summed log-probability.
+        Keeps the ``beam_size`` best partial sequences by summed
+        log-probability.
         At every step each of them is extended by every token, and the best
         ``beam_size - (number finished)`` extensions survive; an extension that
         ends in EOS is finished and gives up its place in the beam. The search
@@ -439,7 +463,8 @@ class Seq2Seq(nn.Module):
             or length_penalty < 0
         ):
             raise ValueError(
-                f"length_penalty must be a non-negative number, got {length_penalty!r}"
+                "length_penalty must be a non-negative number, "
+                f"got {length_penalty!r}"
             )
         enc_outputs, mask, state = self.encoder(src, src_lengths)
         return [
@@ -455,7 +480,8 @@ class Seq2Seq(nn.Module):
         ]
 
     def _beam_one(self, enc_outputs, mask, state, beam_size, max_len, alpha):
-        """Beam search for one sentence: enc_outputs (1, S, C), mask (1, S), state (1, H)."""
+        """Beam search for one sentence: enc_outputs (1, S, C), mask (1, S),
+        state (1, H)."""
         S_b, dev, dtype = (
             int(mask.sum()),
             enc_outputs.device,
@@ -516,7 +542,8 @@ class Seq2Seq(nn.Module):
 
 
 def _feed_truth(probability: float) -> bool:
-    """Teacher forcing coin: True with ``probability`` (no random draw for 0 or 1)."""
+    """Teacher forcing coin: True with ``probability`` (no random draw for 0
+    or 1)."""
     if probability >= 1.0:
         return True
     if probability <= 0.0:

@@ -1,4 +1,5 @@
-"""The Transformer encoder (Vaswani et al. 2017): positions, one layer, a classifier.
+"""The Transformer encoder (Vaswani et al. 2017): positions, one layer, a
+classifier.
 
 * :class:`SinusoidalPositionalEncoding` -- fixed sin/cos position signals added
   to the embeddings, since attention itself ignores order.
@@ -34,7 +35,8 @@ _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """Add the fixed position signal of Vaswani et al. (2017) to (B, T, E) embeddings.
+    """Add the fixed position signal of Vaswani et al. (2017) to (B, T, E)
+    embeddings.
 
         PE(t, 2i)   = sin(t / 10000^(2i / E))
         PE(t, 2i+1) = cos(t / 10000^(2i / E))
@@ -44,24 +46,32 @@ class SinusoidalPositionalEncoding(nn.Module):
     PE(t + k) is a fixed linear function (a rotation) of PE(t).
 
     The table ``pe`` (max_len, E) is a non-persistent buffer: it moves with
-    ``.to()`` but is not saved in the state dict (it is recomputed, not learnt).
+    ``.to()`` but is not saved in the state dict (it is recomputed, not
+    learnt).
     ``forward`` returns ``dropout(x + PE[:T])``.
     """
 
-    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0):
+    def __init__(
+        self, d_model: int, max_len: int = 5000, dropout: float = 0.0
+    ):
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("max_len", max_len)
         check_probability("dropout", dropout)
         self.d_model, self.max_len = d_model, max_len
         self.dropout = nn.Dropout(dropout)
-        position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # t         (T, 1)
-        two_i = torch.arange(0, d_model, 2, dtype=torch.float64)  # 2i                    (ceil(E/2),)
-        angle = position / 10000.0 ** (two_i / d_model)  # t / 10000^(2i/E)             (T, ceil(E/2))
+        # t    (T, 1)
+        position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
+        # 2i    (ceil(E/2),)
+        two_i = torch.arange(0, d_model, 2, dtype=torch.float64)
+        # t / 10000^(2i/E)    (T, ceil(E/2))
+        angle = position / 10000.0 ** (two_i / d_model)
         pe = torch.zeros(max_len, d_model, dtype=torch.float64)
         pe[:, 0::2] = torch.sin(angle)  # even features
-        pe[:, 1::2] = torch.cos(angle[:, : d_model // 2])  # odd features (one fewer when E is odd)
-        self.register_buffer("pe", pe.to(torch.get_default_dtype()), persistent=False)
+        # odd features (one fewer when E is odd)
+        pe[:, 1::2] = torch.cos(angle[:, : d_model // 2])
+        pe = pe.to(torch.get_default_dtype())
+        self.register_buffer("pe", pe, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, E) or (T, E) -> x + PE[:T], same shape."""
@@ -70,14 +80,16 @@ class SinusoidalPositionalEncoding(nn.Module):
         T = x.shape[-2]
         if T > self.max_len:
             raise ValueError(
-                f"sequence length T={T} exceeds max_len={self.max_len} of the positional encoding "
-                f"(input shape {tuple(x.shape)}); build it with a larger max_len"
+                f"sequence length T={T} exceeds max_len={self.max_len} of "
+                f"the positional encoding (input shape {tuple(x.shape)}); "
+                "build it with a larger max_len"
             )
         return self.dropout(x + self.pe[:T].to(x.dtype))  # (B, T, E) + (T, E)
 
 
 class TransformerEncoderLayer(nn.Module):
-    """Self-attention and feed-forward, each with residual and LayerNorm, like torch's layer.
+    """Self-attention and feed-forward, each with residual and LayerNorm,
+    like torch's layer.
 
     Post-norm (``norm_first=False``, the 2017 paper):
 
@@ -89,13 +101,14 @@ class TransformerEncoderLayer(nn.Module):
         x = x + Dropout1(SelfAttention(LayerNorm1(x)))
         x = x + Dropout2(FFN(LayerNorm2(x)))
 
-    with FFN(x) = linear2(Dropout(activation(linear1(x)))). The submodules carry
-    torch's names -- ``self_attn`` (our :class:`MultiHeadAttention`), ``linear1``,
-    ``linear2``, ``norm1``, ``norm2``, ``dropout``, ``dropout1``, ``dropout2`` --
-    so state dicts load both ways.
+    with FFN(x) = linear2(Dropout(activation(linear1(x)))). The submodules
+    carry torch's names -- ``self_attn`` (our :class:`MultiHeadAttention`),
+    ``linear1``, ``linear2``, ``norm1``, ``norm2``, ``dropout``,
+    ``dropout1``, ``dropout2`` -- so state dicts load both ways.
 
-    **batch_first defaults to True** (torch's default is False). Arguments after
-    ``activation`` are keyword-only; the first five match torch's positions.
+    **batch_first defaults to True** (torch's default is False). Arguments
+    after ``activation`` are keyword-only; the first five match torch's
+    positions.
 
     Attention weights: ``forward(..., need_weights=True)`` stores the per-head
     weights of this call, detached, in ``self.attn_weights`` (B, h, T, T), for
@@ -127,18 +140,20 @@ class TransformerEncoderLayer(nn.Module):
             activation = _ACTIVATIONS[activation]
         elif not callable(activation):
             raise TypeError(
-                f"activation must be 'relu', 'gelu' or a callable, got {type(activation).__name__}"
+                "activation must be 'relu', 'gelu' or a callable, "
+                f"got {type(activation).__name__}"
             )
         factory = {"device": device, "dtype": dtype}
         self.self_attn = MultiHeadAttention(
             d_model, nhead, dropout, bias, batch_first=batch_first, **factory
         )
-        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias, **factory)
+        E, ff = d_model, dim_feedforward
+        self.linear1 = nn.Linear(E, ff, bias=bias, **factory)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias, **factory)
+        self.linear2 = nn.Linear(ff, E, bias=bias, **factory)
         self.norm_first = norm_first
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
+        self.norm1 = nn.LayerNorm(E, eps=layer_norm_eps, bias=bias, **factory)
+        self.norm2 = nn.LayerNorm(E, eps=layer_norm_eps, bias=bias, **factory)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.activation = activation
@@ -152,27 +167,29 @@ class TransformerEncoderLayer(nn.Module):
         is_causal: bool = False,
         need_weights: bool = False,
     ) -> torch.Tensor:
-        """src (B, T, E) -> (B, T, E); the masks are those of :class:`MultiHeadAttention`.
+        """src (B, T, E) -> (B, T, E); the masks are those of
+        :class:`MultiHeadAttention`.
 
-        ``src_mask`` (T, T) or (B*h, T, T) and ``src_key_padding_mask`` (B, T):
-        bool with **True = may NOT attend** (torch's convention), or float added.
+        ``src_mask`` (T, T) or (B*h, T, T) and ``src_key_padding_mask``
+        (B, T): bool with **True = may NOT attend** (torch's convention), or
+        float added.
         ``is_causal`` is torch's hint (needs ``src_mask``).
         """
         x = src
+        attn_args = (src_mask, src_key_padding_mask, is_causal, need_weights)
         if self.norm_first:
-            x = x + self._sa_block(
-                self.norm1(x), src_mask, src_key_padding_mask, is_causal, need_weights
-            )
+            x = x + self._sa_block(self.norm1(x), *attn_args)
             x = x + self._ff_block(self.norm2(x))
         else:
-            x = self.norm1(
-                x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal, need_weights)
-            )
+            x = self.norm1(x + self._sa_block(x, *attn_args))
             x = self.norm2(x + self._ff_block(x))
         return x
 
-    def _sa_block(self, x, attn_mask, key_padding_mask, is_causal, need_weights):
-        """Dropout1(SelfAttention(x)); keeps the per-head weights when asked."""
+    def _sa_block(
+        self, x, attn_mask, key_padding_mask, is_causal, need_weights
+    ):
+        """Dropout1(SelfAttention(x)); keeps the per-head weights when
+        asked."""
         out, weights = self.self_attn(
             x,
             x,
@@ -183,16 +200,20 @@ class TransformerEncoderLayer(nn.Module):
             average_attn_weights=False,
             is_causal=is_causal,
         )
-        self.attn_weights = None if weights is None else weights.detach()  # (B, h, T, T)
+        # (B, h, T, T)
+        self.attn_weights = None if weights is None else weights.detach()
         return self.dropout1(out)
 
     def _ff_block(self, x):
-        """Dropout2(linear2(Dropout(activation(linear1(x))))): position-wise, (B, T, E) -> (B, T, E)."""
-        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        """Dropout2(linear2(Dropout(activation(linear1(x))))): position-wise,
+        (B, T, E) -> (B, T, E)."""
+        hidden = self.dropout(self.activation(self.linear1(x)))  # (B, T, F)
+        return self.dropout2(self.linear2(hidden))
 
 
 class TransformerClassifier(nn.Module):
-    """A Transformer encoder that reads token ids and predicts one class per sequence.
+    """A Transformer encoder that reads token ids and predicts one class per
+    sequence.
 
         x = Embedding(tokens) * sqrt(E) + PE          (B, T, E)
         x = EncoderLayer_N(... EncoderLayer_1(x))      padding keys masked out
@@ -201,9 +222,10 @@ class TransformerClassifier(nn.Module):
         logits = z W^T + b                             (B, num_classes)
 
     The encoder layers are post-norm :class:`TransformerEncoderLayer` s with
-    batch_first=True and ReLU. Which tokens are real: pass ``lengths`` (B,), or
-    a boolean ``mask`` (B, T) with **True = real token** (as :func:`padding_mask`
-    builds it); with neither, every token different from ``pad_idx`` is real.
+    batch_first=True and ReLU. Which tokens are real: pass ``lengths`` (B,),
+    or a boolean ``mask`` (B, T) with **True = real token** (as
+    :func:`padding_mask` builds it); with neither, every token different from
+    ``pad_idx`` is real.
     Padding never influences the logits: padded keys get attention weight 0 and
     padded positions are left out of the pooling.
     """
@@ -231,20 +253,31 @@ class TransformerClassifier(nn.Module):
             check_positive_int(name, value)
         check_choice("pooling", pooling, ["mean", "cls"])
         if not isinstance(pad_idx, int) or not 0 <= pad_idx < vocab_size:
-            raise ValueError(f"pad_idx must be an int in 0..{vocab_size - 1}, got {pad_idx!r}")
-        self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
+            raise ValueError(
+                f"pad_idx must be an int in 0..{vocab_size - 1}, "
+                f"got {pad_idx!r}"
+            )
+        self.vocab_size, self.d_model = vocab_size, d_model
+        self.max_len = max_len
         self.pad_idx, self.pooling = pad_idx, pooling
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_idx)
         if pooling == "cls":
             self.cls_token = nn.Parameter(torch.randn(1, 1, d_model) * 0.02)
-        self.pos_encoding = SinusoidalPositionalEncoding(d_model, max_len + (pooling == "cls"), dropout)
+        positions = max_len + (pooling == "cls")  # room for the CLS token
+        self.pos_encoding = SinusoidalPositionalEncoding(
+            d_model, positions, dropout
+        )
         self.layers = nn.ModuleList(
-            TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, batch_first=True)
+            TransformerEncoderLayer(
+                d_model, nhead, dim_feedforward, dropout, batch_first=True
+            )
             for _ in range(num_layers)
         )
         self.head = nn.Linear(d_model, num_classes)
 
-    def forward(self, tokens, lengths=None, mask=None, need_weights: bool = False):
+    def forward(
+        self, tokens, lengths=None, mask=None, need_weights: bool = False
+    ):
         """tokens (B, T) -> logits (B, num_classes).
 
         With ``need_weights=True`` returns ``(logits, weights)``, ``weights``
@@ -252,37 +285,50 @@ class TransformerClassifier(nn.Module):
         the CLS token, at position 0). Rows sum to 1 over the real tokens (in
         eval mode; dropout in training mode rescales them).
         """
-        keep = self._token_mask(tokens, lengths, mask)  # (B, T) True = real token
+        # (B, T), True = real token
+        keep = self._token_mask(tokens, lengths, mask)
         x = self.embedding(tokens) * math.sqrt(self.d_model)  # (B, T, E)
         if self.pooling == "cls":
             B = tokens.shape[0]
-            x = torch.cat([self.cls_token.expand(B, 1, -1), x], dim=1)  # (B, 1 + T, E)
-            keep = torch.cat([keep.new_ones(B, 1), keep], dim=1)  # the CLS token is always real
+            cls = self.cls_token.expand(B, 1, -1)
+            x = torch.cat([cls, x], dim=1)  # (B, 1 + T, E)
+            # the CLS token is always real
+            keep = torch.cat([keep.new_ones(B, 1), keep], dim=1)
         x = self.pos_encoding(x)
-        ignore = ~keep  # nn.MultiheadAttention's convention: True = ignore this key
+        # nn.MultiheadAttention's convention: True = ignore this key
+        ignore = ~keep
         weights = []
         for layer in self.layers:
-            x = layer(x, src_key_padding_mask=ignore, need_weights=need_weights)
+            x = layer(
+                x, src_key_padding_mask=ignore, need_weights=need_weights
+            )
             weights.append(layer.attn_weights)
         logits = self.head(self._pool(x, keep))  # (B, E) -> (B, num_classes)
         if need_weights:
-            return logits, torch.stack(weights, dim=1)  # (B, num_layers, h, T', T')
+            # (B, num_layers, h, T', T')
+            return logits, torch.stack(weights, dim=1)
         return logits
 
     def _pool(self, x, keep):
-        """The CLS position, or the mean over the real tokens: (B, T, E) -> (B, E)."""
+        """The CLS position, or the mean over the real tokens:
+        (B, T, E) -> (B, E)."""
         if self.pooling == "cls":
             return x[:, 0]
-        w = keep.unsqueeze(-1).to(x.dtype)  # (B, T, 1): 1 for real tokens, 0 for padding
+        # (B, T, 1): 1 for real tokens, 0 for padding
+        w = keep.unsqueeze(-1).to(x.dtype)
         return (x * w).sum(dim=1) / w.sum(dim=1)  # sum_t w_t x_t / sum_t w_t
 
     def _token_mask(self, tokens, lengths, mask) -> torch.Tensor:
-        """The (B, T) boolean mask of real tokens, from lengths, mask, or pad_idx."""
+        """The (B, T) boolean mask of real tokens, from lengths, mask, or
+        pad_idx."""
         check_rank("tokens", tokens, (2,), "(B, T)")
         check_token_ids("tokens", tokens, self.vocab_size)
         B, T = tokens.shape
         if T > self.max_len:
-            raise ValueError(f"tokens has T={T} positions, more than max_len={self.max_len}")
+            raise ValueError(
+                f"tokens has T={T} positions, "
+                f"more than max_len={self.max_len}"
+            )
         if lengths is not None and mask is not None:
             raise ValueError("give lengths or mask, not both")
         if lengths is not None:
@@ -293,11 +339,15 @@ class TransformerClassifier(nn.Module):
         else:
             check_tensor("mask", mask)
             if mask.dtype != torch.bool:
-                raise ValueError(f"mask must be bool (True = real token), got dtype {mask.dtype}")
+                raise ValueError(
+                    "mask must be bool (True = real token), "
+                    f"got dtype {mask.dtype}"
+                )
             check_layout("mask", mask, (B, T), "(B, T)")
         empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(
-                f"sequences {empty} have no real token (all padding); every sequence needs one"
+                f"sequences {empty} have no real token (all padding); "
+                "every sequence needs one"
             )
         return mask

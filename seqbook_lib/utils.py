@@ -24,5 +24,6 @@ def set_seed(seed: int) -> None:
 
 
 def device() -> torch.device:
-    """The device chapters compute on: the first CUDA GPU when present, else the CPU."""
+    """The device chapters compute on: the first CUDA GPU when present, else
+    the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -286,6 +286,35 @@ def test_trace_table_values_are_rounded_trace_values():
             assert all(len(v.split(".")[1]) == 3 for v in cell_text.strip("[]").split(", "))
 
 
+def _html_cells(text):
+    """The header texts and the rows of cell texts of an HTML table."""
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.header, self.rows, self.tag = [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr" and self.header:
+                self.rows.append([])
+            if tag in ("th", "td"):
+                self.tag = tag
+
+        def handle_endtag(self, tag):
+            self.tag = None
+
+        def handle_data(self, data):
+            if self.tag == "th":
+                self.header.append(data)
+            elif self.tag == "td":
+                self.rows[-1].append(data)
+
+    parser = Cells()
+    parser.feed(text)
+    return parser.header, parser.rows
+
+
 def test_trace_table_columns_markdown_and_html():
     trace = lstm_trace([[1.0]], np.full((4, 1), 0.5), np.zeros((4, 1)))
     table = trace_table(trace, decimals=2, columns=["t", "i_pre", "i", "c", "h"])
@@ -296,7 +325,12 @@ def test_trace_table_columns_markdown_and_html():
     c = i * math.tanh(0.5)
     assert md[2] == f"| 1 | [0.50] | [{i:.2f}] | [{c:.2f}] | [{i * math.tanh(c):.2f}] |"
     html = table._repr_html_()
-    assert html.startswith("<table>") and "<th>i_pre</th>" in html and f">[{c:.2f}]</td>" in html
+    assert html.startswith('<table class="seqbook-trace"')
+    header, cells = _html_cells(html)
+    assert header == ["t", "i_pre", "i", "c", "h"]
+    assert cells == [md[2].strip("| ").split(" | ")]
+    for style in ("padding", "white-space: nowrap", "text-align: right"):
+        assert html.count(style) == len(header) + len(cells[0])
     assert repr(table) == table.to_markdown()
 
 
