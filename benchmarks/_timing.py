@@ -6,6 +6,7 @@ returns the median in milliseconds.
 
 from __future__ import annotations
 
+import argparse
 import platform
 from typing import Callable
 
@@ -81,3 +82,18 @@ def run_on_devices(
     print()
     print("all CPU targets met" if ok else "some CPU targets missed")
     return ok
+
+
+def bench_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark script takes: ``--quick`` and ``--rounds``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="shorter timing runs (noisier)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating timing rounds per row",
+    )
+    return parser

@@ -39,7 +39,6 @@ glibc). Both sides run under the same setting; ``--default-malloc`` turns it off
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -52,7 +51,7 @@ sys.path.insert(
     0, os.path.dirname(__file__)
 )  # for _timing, when run as a script
 
-from _timing import run_on_devices, time_fwd_bwd  # noqa: E402
+from _timing import bench_arguments, run_on_devices, time_fwd_bwd  # noqa: E402
 
 from seqbook_lib.attention import (
     MultiHeadAttention,
@@ -158,16 +157,7 @@ def restart_with_malloc_env() -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="shorter timing runs (noisier)"
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=3,
-        help="alternating timing rounds per row",
-    )
+    parser = bench_arguments(__doc__)
     parser.add_argument(
         "--threads",
         type=int,

@@ -11,7 +11,6 @@ GPU is present the same rows are timed there too (ratios only, no targets).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -21,7 +20,7 @@ import torch.nn as nn
 # _timing sits next to this script, which is run directly, not as a module.
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _timing import run_on_devices, time_fwd_bwd
+from _timing import bench_arguments, run_on_devices, time_fwd_bwd
 
 from seqbook_lib.rnn import GRU, LSTM, RNN
 
@@ -98,16 +97,7 @@ def bench(device, rounds, min_run_time):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="shorter timing runs (noisier)"
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=3,
-        help="alternating timing rounds per row",
-    )
+    parser = bench_arguments(__doc__)
     args = parser.parse_args()
     min_run_time = 0.3 if args.quick else 1.5
 

@@ -104,14 +104,7 @@ def check_lengths(lengths, batch: int, max_len: int) -> torch.Tensor:
             f"i.e. shape ({batch},), "
             f"got shape {shape_str(lengths.shape)}"
         )
-    if (
-        lengths.dtype.is_floating_point
-        or lengths.dtype == torch.bool
-        or lengths.is_complex()
-    ):
-        raise ValueError(
-            f"lengths must hold integers, got dtype {lengths.dtype}"
-        )
+    check_integer_dtype("lengths", lengths)
     lengths = lengths.to(device="cpu", dtype=torch.int64)
     if batch and (lengths.min() < 1 or lengths.max() > max_len):
         raise ValueError(
@@ -137,10 +130,7 @@ def check_token_ids(name: str, x, vocab_size: int) -> None:
     """``x`` is an integer tensor of token ids, each in
     ``0 .. vocab_size - 1``."""
     check_tensor(name, x)
-    if x.dtype.is_floating_point or x.dtype == torch.bool or x.is_complex():
-        raise ValueError(
-            f"{name} must hold integer token ids, got dtype {x.dtype}"
-        )
+    check_integer_dtype(name, x, "integer token ids")
     if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
         raise ValueError(
             f"{name} must hold token ids in 0..{vocab_size - 1} "
@@ -166,3 +156,9 @@ def check_mask_dtype(
             "(added to the scores), "
             f"got dtype {mask.dtype}"
         )
+
+
+def check_integer_dtype(name: str, x: torch.Tensor, what="integers") -> None:
+    """``x`` has an integer dtype (not float, bool or complex)."""
+    if x.dtype.is_floating_point or x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{name} must hold {what}, got dtype {x.dtype}")

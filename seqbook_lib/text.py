@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from ._checks import check_positive_int, shape_str
+from ._checks import check_integer_dtype, check_positive_int, shape_str
 
 # An IMDB line break: "<br />", "<br/>" or "<br>" (any case, any spacing).
 _BREAK = re.compile(r"<br\s*/?\s*>", re.IGNORECASE)
@@ -255,15 +255,7 @@ def pad_batch(
             raise ValueError(
                 f"sequence {b} must be 1-D, got shape {shape_str(seq.shape)}"
             )
-        if (
-            seq.dtype.is_floating_point
-            or seq.dtype == torch.bool
-            or seq.is_complex()
-        ):
-            raise ValueError(
-                f"sequence {b} must hold integer token ids, "
-                f"got dtype {seq.dtype}"
-            )
+        check_integer_dtype(f"sequence {b}", seq, "integer token ids")
         tensors.append(seq)
     lengths = torch.tensor(
         [len(seq) for seq in tensors], dtype=torch.long
@@ -307,14 +299,8 @@ def length_bucketed_batches(
         raise ValueError(
             f"lengths must be 1-D, got shape {shape_str(lengths.shape)}"
         )
-    if lengths.numel() and (
-        lengths.dtype.is_floating_point
-        or lengths.dtype == torch.bool
-        or lengths.is_complex()
-    ):
-        raise ValueError(
-            f"lengths must hold integers, got dtype {lengths.dtype}"
-        )
+    if lengths.numel():
+        check_integer_dtype("lengths", lengths)
     check_positive_int("batch_size", batch_size)
     check_positive_int("bucket_size_multiplier", bucket_size_multiplier)
     if generator is not None and not isinstance(generator, torch.Generator):
