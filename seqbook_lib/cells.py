@@ -160,6 +160,21 @@ class _Cell(nn.Module):
     def _zeros(self, x: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape[0], self.hidden_size)
 
+    def forward(
+        self, input: torch.Tensor, hx: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One step of a cell with a single state ``h`` (RNN, GRU; the LSTM
+        overrides this): (B, I) or (I,) in, (B, H) or (H,) out."""
+        batched = self._check_input(input)
+        x = input if batched else input.unsqueeze(0)  # (B, I)
+        if hx is None:
+            h = self._zeros(x)
+        else:
+            self._check_hidden("hx", hx, input)
+            h = hx if batched else hx.unsqueeze(0)
+        h = self.step(self.project_input(x), h)  # (B, H)
+        return h if batched else h.squeeze(0)
+
 
 class RNNCell(_Cell):
     """Elman RNN cell, interchangeable with ``torch.nn.RNNCell``.
@@ -193,19 +208,6 @@ class RNNCell(_Cell):
         """The recurrence given ``x_proj = project_input(x_t)``:
         (B, H), (B, H) -> (B, H)."""
         return rnn_step(x_proj, h, self.weight_hh, None, self.nonlinearity)
-
-    def forward(
-        self, input: torch.Tensor, hx: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        batched = self._check_input(input)
-        x = input if batched else input.unsqueeze(0)  # (B, I)
-        if hx is None:
-            h = self._zeros(x)
-        else:
-            self._check_hidden("hx", hx, input)
-            h = hx if batched else hx.unsqueeze(0)
-        h = self.step(self.project_input(x), h)  # (B, H)
-        return h if batched else h.squeeze(0)
 
 
 class LSTMCell(_Cell):
@@ -276,16 +278,3 @@ class GRUCell(_Cell):
         """The recurrence given ``x_proj = project_input(x_t)``:
         (B, 3H), (B, H) -> (B, H)."""
         return gru_step(x_proj, h, self.weight_hh, self.bias_hh)
-
-    def forward(
-        self, input: torch.Tensor, hx: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        batched = self._check_input(input)
-        x = input if batched else input.unsqueeze(0)  # (B, I)
-        if hx is None:
-            h = self._zeros(x)
-        else:
-            self._check_hidden("hx", hx, input)
-            h = hx if batched else hx.unsqueeze(0)
-        h = self.step(self.project_input(x), h)  # (B, H)
-        return h if batched else h.squeeze(0)
