@@ -162,3 +162,17 @@ def check_integer_dtype(name: str, x: torch.Tensor, what="integers") -> None:
     """``x`` has an integer dtype (not float, bool or complex)."""
     if x.dtype.is_floating_point or x.dtype == torch.bool or x.is_complex():
         raise ValueError(f"{name} must hold {what}, got dtype {x.dtype}")
+
+
+def check_bool_mask(
+    name: str, mask, expected: Sequence, layout: str, meaning: str
+) -> None:
+    """``mask`` is a bool tensor of shape ``expected``, written ``layout``
+    (e.g. "(B, T)"); ``meaning`` says what True means, e.g. "True = real
+    token", and goes into the message."""
+    check_tensor(name, mask)
+    if mask.dtype != torch.bool:
+        raise ValueError(
+            f"{name} must be bool ({meaning}), got dtype {mask.dtype}"
+        )
+    check_layout(name, mask, expected, layout)

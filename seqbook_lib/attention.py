@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._checks import (
+    check_bool_mask,
     check_layout,
     check_lengths,
     check_mask_dtype,
@@ -685,10 +686,5 @@ class AdditiveAttention(nn.Module):
                 f"{shape_str(keys.shape)}, {shape_str(values.shape)}"
             )
         if mask is not None:
-            check_tensor("mask", mask)
-            if mask.dtype != torch.bool:
-                raise ValueError(
-                    "mask must be bool (True = may attend), "
-                    f"got dtype {mask.dtype}"
-                )
-            check_layout("mask", mask, (B, S), "(B, S)")
+            meaning = "True = may attend"
+            check_bool_mask("mask", mask, (B, S), "(B, S)", meaning)

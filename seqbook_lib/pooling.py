@@ -26,7 +26,11 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_lengths, check_rank, check_tensor, shape_str
+from ._checks import (
+    check_bool_mask,
+    check_lengths,
+    check_rank,
+)
 
 
 def valid_steps(x: torch.Tensor, lengths=None, mask=None) -> torch.Tensor:
@@ -51,16 +55,7 @@ def valid_steps(x: torch.Tensor, lengths=None, mask=None) -> torch.Tensor:
         steps = torch.arange(T, device=x.device)
         mask = steps < lengths[:, None]  # (B, T)
     else:
-        check_tensor("mask", mask)
-        if mask.dtype != torch.bool:
-            raise ValueError(
-                f"mask must be bool (True = real step), got dtype {mask.dtype}"
-            )
-        if tuple(mask.shape) != (B, T):
-            raise ValueError(
-                f"mask must have shape (B, T) = {shape_str((B, T))}, "
-                f"got {shape_str(mask.shape)}"
-            )
+        check_bool_mask("mask", mask, (B, T), "(B, T)", "True = real step")
         empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(

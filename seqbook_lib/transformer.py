@@ -19,14 +19,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._checks import (
+    check_bool_mask,
     check_choice,
-    check_layout,
     check_lengths,
     check_positive_int,
     check_probability,
     check_rank,
     check_size,
-    check_tensor,
     check_token_ids,
 )
 from .attention import MultiHeadAttention, padding_mask
@@ -337,13 +336,8 @@ class TransformerClassifier(nn.Module):
         if mask is None:
             mask = tokens != self.pad_idx
         else:
-            check_tensor("mask", mask)
-            if mask.dtype != torch.bool:
-                raise ValueError(
-                    "mask must be bool (True = real token), "
-                    f"got dtype {mask.dtype}"
-                )
-            check_layout("mask", mask, (B, T), "(B, T)")
+            meaning = "True = real token"
+            check_bool_mask("mask", mask, (B, T), "(B, T)", meaning)
         empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(
