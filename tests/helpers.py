@@ -61,7 +61,9 @@ def assert_same_forward_backward(
     ta, tb = flat_tensors(out_a), flat_tensors(out_b)
     assert len(ta) == len(tb), f"{len(ta)} output tensors vs {len(tb)}"
     for i, (x, y) in enumerate(zip(ta, tb)):
-        torch.testing.assert_close(x, y, atol=atol, rtol=rtol, msg=lambda m: f"output {i}: {m}")
+        torch.testing.assert_close(
+            x, y, atol=atol, rtol=rtol, msg=lambda m: f"output {i}: {m}"
+        )
 
     gen = torch.Generator().manual_seed(seed)
     grads = [torch.randn(x.shape, generator=gen, dtype=x.dtype) for x in ta]
@@ -76,19 +78,64 @@ def assert_same_forward_backward(
     for i, (x, y) in enumerate(zip(leaves_a, leaves_b)):
         ga = torch.zeros_like(x) if x.grad is None else x.grad
         gb = torch.zeros_like(y) if y.grad is None else y.grad
-        torch.testing.assert_close(ga, gb, atol=atol, rtol=rtol, msg=lambda m: f"grad of input {i}: {m}")
+        torch.testing.assert_close(
+            ga,
+            gb,
+            atol=atol,
+            rtol=rtol,
+            msg=lambda m: f"grad of input {i}: {m}",
+        )
 
-    if isinstance(ours, torch.nn.Module) and isinstance(theirs, torch.nn.Module):
+    if isinstance(ours, torch.nn.Module) and isinstance(
+        theirs, torch.nn.Module
+    ):
         pa = dict(ours.named_parameters())
         pb = dict(theirs.named_parameters())
-        assert pa.keys() == pb.keys(), f"parameter names differ: {sorted(pa)} vs {sorted(pb)}"
+        assert pa.keys() == pb.keys(), (
+            f"parameter names differ: {sorted(pa)} vs {sorted(pb)}"
+        )
         for name in pa:
-            ga = pa[name].grad if pa[name].grad is not None else torch.zeros_like(pa[name])
-            gb = pb[name].grad if pb[name].grad is not None else torch.zeros_like(pb[name])
-            torch.testing.assert_close(ga, gb, atol=atol, rtol=rtol, msg=lambda m: f"grad of {name}: {m}")
+            ga = (
+                pa[name].grad
+                if pa[name].grad is not None
+                else torch.zeros_like(pa[name])
+            )
+            gb = (
+                pb[name].grad
+                if pb[name].grad is not None
+                else torch.zeros_like(pb[name])
+            )
+            torch.testing.assert_close(
+                ga,
+                gb,
+                atol=atol,
+                rtol=rtol,
+                msg=lambda m: f"grad of {name}: {m}",
+            )
     return out_a, out_b
 
 
 def copy_weights(src: torch.nn.Module, dst: torch.nn.Module) -> None:
     """Load ``src``'s state dict into ``dst`` strictly (names and shapes must match)."""
     dst.load_state_dict(src.state_dict(), strict=True)
+
+
+def paired_modules(
+    ours_cls, theirs_cls, *args, ours_first=True, seed=0, **kwargs
+):
+    """Our module and torch's, built with the same arguments and holding the
+    same weights, copied ours -> torch's (``ours_first``) or the other way."""
+    torch.manual_seed(seed)
+    ours = ours_cls(*args, **kwargs)
+    theirs = theirs_cls(*args, **kwargs)
+    if ours_first:
+        copy_weights(ours, theirs)
+    else:
+        copy_weights(theirs, ours)
+    return ours, theirs
+
+
+def random_state(lstm: bool, shape, gen: torch.Generator):
+    """A random recurrent state of ``shape``: ``(h, c)`` for an LSTM, else ``h``."""
+    h = torch.randn(shape, generator=gen)
+    return (h, torch.randn(shape, generator=gen)) if lstm else h

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from helpers import assert_same_forward_backward, copy_weights
+from helpers import assert_same_forward_backward, paired_modules, random_state
 
 from seqbook_lib.cells import GRUCell, LSTMCell, RNNCell
 
@@ -22,21 +22,20 @@ KIND_IDS = [k[0] for k in KINDS]
 def make_pair(kind, input_size, hidden_size, bias, ours_first, seed=0):
     """Our cell and torch's with the same weights, copied in the chosen direction."""
     _, ours_cls, theirs_cls, kwargs = kind
-    torch.manual_seed(seed)
-    ours = ours_cls(input_size, hidden_size, bias=bias, **kwargs)
-    theirs = theirs_cls(input_size, hidden_size, bias=bias, **kwargs)
-    if ours_first:
-        copy_weights(ours, theirs)
-    else:
-        copy_weights(theirs, ours)
-    return ours, theirs
+    return paired_modules(
+        ours_cls,
+        theirs_cls,
+        input_size,
+        hidden_size,
+        bias=bias,
+        ours_first=ours_first,
+        seed=seed,
+        **kwargs,
+    )
 
 
-def random_state(kind, shape, gen):
-    h = torch.randn(shape, generator=gen)
-    if kind[0] == "lstm":
-        return (h, torch.randn(shape, generator=gen))
-    return h
+def random_state_of(kind, shape, gen):
+    return random_state(kind[0] == "lstm", shape, gen)
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=KIND_IDS)
@@ -58,7 +57,7 @@ def test_batched_matches_torch(kind, sizes, bias, with_hx, ours_first):
     gen = torch.Generator().manual_seed(1)
     # Scale the input so that relu cells see both signs and saturating gates are exercised.
     x = 2.0 * torch.randn(B, I, generator=gen)
-    inputs = [x] + ([random_state(kind, (B, H), gen)] if with_hx else [])
+    inputs = [x] + ([random_state_of(kind, (B, H), gen)] if with_hx else [])
     assert_same_forward_backward(ours, theirs, inputs)
 
 
@@ -70,7 +69,7 @@ def test_unbatched_matches_torch(kind, with_hx):
     ours, theirs = make_pair(kind, 4, 6, True, ours_first=True)
     gen = torch.Generator().manual_seed(2)
     inputs = [torch.randn(4, generator=gen)] + (
-        [random_state(kind, (6,), gen)] if with_hx else []
+        [random_state_of(kind, (6,), gen)] if with_hx else []
     )
     out, _ = assert_same_forward_backward(ours, theirs, inputs)
     h = out[0] if kind[0] == "lstm" else out
@@ -106,7 +105,7 @@ def test_step_on_projected_input_equals_forward(kind):
     ours, _ = make_pair(kind, 3, 4, True, ours_first=True)
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(5, 3, generator=gen)
-    state = random_state(kind, (5, 4), gen)
+    state = random_state_of(kind, (5, 4), gen)
     a = ours.step(ours.project_input(x), state)
     b = ours(x, state)
     for u, v in zip(

@@ -8,7 +8,12 @@ pad_packed_sequence(total_length=T).
 import pytest
 import torch
 import torch.nn as nn
-from helpers import assert_same_forward_backward, copy_weights
+from helpers import (
+    assert_same_forward_backward,
+    copy_weights,
+    paired_modules,
+    random_state,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -38,19 +43,20 @@ def make_pair(
 ):
     """Our module and torch's with the same weights, copied in the chosen direction."""
     _, ours_cls, theirs_cls, kind_kwargs = kind
-    torch.manual_seed(seed)
-    ours = ours_cls(input_size, hidden_size, **kind_kwargs, **kwargs)
-    theirs = theirs_cls(input_size, hidden_size, **kind_kwargs, **kwargs)
-    if ours_first:
-        copy_weights(ours, theirs)
-    else:
-        copy_weights(theirs, ours)
-    return ours, theirs
+    return paired_modules(
+        ours_cls,
+        theirs_cls,
+        input_size,
+        hidden_size,
+        ours_first=ours_first,
+        seed=seed,
+        **kind_kwargs,
+        **kwargs,
+    )
 
 
 def random_hx(kind, shape, gen):
-    h = torch.randn(shape, generator=gen)
-    return (h, torch.randn(shape, generator=gen)) if kind[0] == "lstm" else h
+    return random_state(kind[0] == "lstm", shape, gen)
 
 
 def batch(T, B, I, batch_first, gen):
