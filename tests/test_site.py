@@ -164,3 +164,26 @@ def test_book_pages_are_all_present():
     files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
     missing = [f for f in files if not (SITE / f"{f}.html").exists()]
     assert not missing, f"pages in _toc.yml that were not built: {missing}"
+
+
+def test_time_budgets_shown(browser, server):
+    """Each chapter shows its budget under its title, and the running page
+    has one row per chapter in its table of times, plus the total."""
+    from nbtimes import budget_minutes, toc_notebooks
+
+    chapters = [p for p in toc_notebooks() if budget_minutes(p) is not None]
+    assert chapters, "no chapter has a time budget"
+    page = browser.new_page()
+    try:
+        for path in chapters:
+            rel = path.relative_to(ROOT).with_suffix(".html").as_posix()
+            page.goto(f"{server}/{rel}")
+            note = page.query_selector("h1 ~ .seqbook-budget")
+            assert note, f"{rel}: no time budget under the title"
+            minutes = f"{budget_minutes(path):g} min on 2 CPU cores"
+            assert minutes in note.inner_text(), rel
+        page.goto(f"{server}/book/running.html")
+        rows = page.query_selector_all("table.seqbook-times tbody tr")
+        assert len(rows) == len(chapters) + 1, "one row per chapter + total"
+    finally:
+        page.close()
