@@ -169,7 +169,7 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 class BiLSTMClassifier(nn.Module):
     """Embedding -> bidirectional LSTM -> pooling over time -> linear.
 
-        e_t = Embedding(token_t)                              (B, T, E)
+        e_t = dropout(Embedding(token_t))                     (B, T, E)
         ->h_t = LSTM_fwd(e_1 .. e_t)                          (B, T, H)
         <-h_t = LSTM_bwd(e_L .. e_t)   (from the last real token back)
         z = pool([->h_t ; <-h_t] over t < L)                 (B, P)
@@ -177,7 +177,9 @@ class BiLSTMClassifier(nn.Module):
 
     ``pooling`` is "last" (the two directions' final states: ->h at the last
     real token and <-h at the first, P = 2H), "max" or "mean" over the real
-    steps (P = 2H), or "max+mean" (both, P = 4H).
+    steps (P = 2H), or "max+mean" (both, P = 4H). ``dropout`` applies to the
+    pooled vector, ``embedding_dropout`` to the embedded tokens (in training
+    mode only).
 
     The two directions are two ``torch.nn.LSTM`` s: the backward one reads
     each review reversed within its length, so padding never reaches it and
@@ -196,6 +198,7 @@ class BiLSTMClassifier(nn.Module):
         pooling: str = "max+mean",
         dropout: float = 0.5,
         pad_idx: int = 0,
+        embedding_dropout: float = 0.0,
     ):
         super().__init__()
         for name, value in (
@@ -207,6 +210,7 @@ class BiLSTMClassifier(nn.Module):
             check_positive_int(name, value)
         check_choice("pooling", pooling, POOLINGS)
         check_probability("dropout", dropout)
+        check_probability("embedding_dropout", embedding_dropout)
         if not isinstance(pad_idx, int) or not 0 <= pad_idx < vocab_size:
             raise ValueError(
                 f"pad_idx must be an int in 0..{vocab_size - 1}, "
@@ -214,6 +218,7 @@ class BiLSTMClassifier(nn.Module):
             )
         self.pooling = pooling
         self.embedding = nn.Embedding(vocab_size, embed_dim, pad_idx)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
         self.lstm_fwd = nn.LSTM(embed_dim, hidden_size, batch_first=True)
         self.lstm_bwd = nn.LSTM(embed_dim, hidden_size, batch_first=True)
         self.dropout = nn.Dropout(dropout)
@@ -227,7 +232,7 @@ class BiLSTMClassifier(nn.Module):
         B, T = tokens.shape
         check_token_ids("tokens", tokens, self.embedding.num_embeddings)
         lengths = check_lengths(lengths, B, T).to(tokens.device)
-        e = self.embedding(tokens)  # (B, T, E)
+        e = self.embedding_dropout(self.embedding(tokens))  # (B, T, E)
         h_fwd, _ = self.lstm_fwd(e)  # (B, T, H)
         h_bwd, _ = self.lstm_bwd(reverse_padded(e, lengths))  # reversed
         h = torch.cat([h_fwd, reverse_padded(h_bwd, lengths)], dim=-1)

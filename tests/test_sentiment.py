@@ -233,7 +233,7 @@ def toy_reviews(n, seed):
 
 def train_toy(average_from=None, seed=0):
     torch.manual_seed(seed)
-    model = BiLSTMClassifier(12, 8, 8, dropout=0.1)
+    model = BiLSTMClassifier(12, 8, 8, dropout=0.1, embedding_dropout=0.1)
     return train_classifier(
         model, toy_reviews(512, 1), toy_reviews(64, 2), epochs=6,
         batch_size=16, lr=1e-2, warmup=5, average_from=average_from,
@@ -333,3 +333,17 @@ def test_prepare_imdb_splits_without_leaks():
         splits.val_index
     with pytest.raises(ValueError, match="val_size must lie in 1..39"):
         prepare_imdb(imdb, 3, val_size=40)
+
+
+def test_embedding_dropout_only_in_training():
+    torch.manual_seed(6)
+    plain = BiLSTMClassifier(20, 5, 6, dropout=0.0)
+    dropped = BiLSTMClassifier(20, 5, 6, dropout=0.0, embedding_dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    tokens, lengths = ragged_batch(seed=7)
+    assert not torch.equal(dropped(tokens, lengths), plain(tokens, lengths))
+    torch.testing.assert_close(
+        dropped.eval()(tokens, lengths), plain.eval()(tokens, lengths)
+    )
+    with pytest.raises(ValueError, match="embedding_dropout"):
+        BiLSTMClassifier(20, embedding_dropout=1.5)
