@@ -21,8 +21,8 @@ would leave the model as uncertain as it is on average.
   every stream, so the state left by one chunk is the right start for the
   next.
 - :func:`evaluate_nats` -- the loss on a whole text, state carried along.
-- :func:`cosine_lr`, :func:`train_charlm` -- a fixed number of Adam steps
-  with warm-up, cosine decay and gradient clipping.
+- :func:`train_charlm` -- a fixed number of Adam steps with warm-up, cosine
+  decay (:func:`seqbook_lib.schedule.cosine_lr`) and gradient clipping.
 - :func:`sample` -- new text after a prompt, with temperature and top-k.
 
 The recurrent layers are ``torch.nn.GRU`` / ``torch.nn.LSTM`` because the
@@ -49,6 +49,7 @@ from ._checks import (
     check_rank,
     check_token_ids,
 )
+from .schedule import cosine_lr
 from .text import Vocab
 
 _LAYERS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -229,24 +230,6 @@ def evaluate_nats(
 
 
 # --- training ----------------------------------------------------------------
-
-
-def cosine_lr(
-    step: int, steps: int, peak: float, warmup: int = 0, final: float = 0.0
-) -> float:
-    """The learning rate of step ``step`` (0-based) out of ``steps``: a
-    linear warm-up to ``peak`` over ``warmup`` steps, then half a cosine
-    down to ``final``,
-
-        lr(s) = peak * (s + 1) / warmup                      for s < warmup
-        lr(s) = final + (peak - final) * (1 + cos(pi u)) / 2  otherwise,
-
-    with u = (s - warmup) / (steps - warmup) going from 0 to 1.
-    """
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    u = (step - warmup) / max(1, steps - warmup)
-    return final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * u))
 
 
 @dataclass

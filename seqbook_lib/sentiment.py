@@ -32,6 +32,7 @@ from ._checks import (
     check_token_ids,
 )
 from .pooling import masked_max, masked_mean
+from .schedule import cosine_lr
 from .text import Vocab, length_bucketed_batches, pad_batch, tokenize
 
 POOLINGS = ("last", "max", "mean", "max+mean")
@@ -336,14 +337,6 @@ def predict(
     return predict_logits(model, reviews, batch_size).softmax(dim=1)[:, 1]
 
 
-def _cosine(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up, then a cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def train_classifier(
     model: nn.Module,
     train: Reviews,
@@ -381,7 +374,7 @@ def train_classifier(
     )
     steps = epochs * math.ceil(len(train.ids) / batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: _cosine(s, steps, min(warmup, steps // 2))
+        optimizer, lambda s: cosine_lr(s, steps, 1.0, min(warmup, steps // 2))
     )
     averaged = None
     if average_from is not None:

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from seqbook_lib.charlm import (
     CharLM,
-    cosine_lr,
     detach_state,
     evaluate_nats,
     next_char_probs,
@@ -196,17 +195,6 @@ def test_evaluate_nats_leaves_training_mode_as_it_was():
 
 
 # --- training ----------------------------------------------------------------
-
-
-def test_cosine_lr():
-    steps, peak, warm = 110, 0.1, 10
-    lrs = [cosine_lr(s, steps, peak, warm, 0.01) for s in range(steps)]
-    assert lrs[:warm] == pytest.approx([peak * (s + 1) / warm
-                                        for s in range(warm)])
-    assert lrs[warm] == pytest.approx(peak)
-    assert lrs[warm + 50] == pytest.approx((peak + 0.01) / 2)
-    assert cosine_lr(steps, steps, peak, warm, 0.01) == pytest.approx(0.01)
-    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))
 
 
 def test_train_charlm_learns_and_is_reproducible():
