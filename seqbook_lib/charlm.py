@@ -317,7 +317,7 @@ def train_charlm(
                 evaluate_nats(model, val_ids, eval_batch_size, 256)
             )
         if done % 10 == 0 or done == steps:
-            bar.set_postfix_str(_progress_text(history))
+            bar.set_postfix_str(_progress_text(history), refresh=False)
     return history
 
 

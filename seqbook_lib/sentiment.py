@@ -403,8 +403,10 @@ def train_classifier(
             seen += n
             total_loss += loss.item() * n
             correct += (logits.argmax(1).cpu() == labels).sum().item()
+            # refresh=False: shown at the bar's next timed redraw, so the
+            # number of redraws does not grow with the number of batches
             bar.set_postfix(loss=f"{total_loss / seen:.3f}",
-                            acc=f"{correct / seen:.3f}")
+                            acc=f"{correct / seen:.3f}", refresh=False)
         record = {"epoch": epoch, "train_loss": total_loss / seen,
                   "train_acc": correct / seen,
                   "val_acc": accuracy(model, val, 256)}

@@ -57,3 +57,26 @@ def test_kernel_and_title(path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     first_md = next(c for c in nb["cells"] if c["cell_type"] == "markdown")
     assert "".join(first_md["source"]).lstrip().startswith("# "), f"{path.name}: no title"
+
+
+def test_kernels_redraw_progress_bars_sparingly():
+    """Kernels started from the test session redraw tqdm bars at most every 2 s.
+
+    nbval collects a cell's messages only after the cell ends and ZeroMQ drops
+    those beyond about a thousand (see the root conftest.py); a long training
+    cell that redraws its bar ten times a second would lose its last messages
+    and fail. The kernel must see the setting, not only this process.
+    """
+    from jupyter_client.manager import start_new_kernel
+
+    printed = []
+    manager, client = start_new_kernel(kernel_name="python3")
+    try:
+        code = "from tqdm.auto import tqdm\nbar = tqdm(total=1)\nbar.close()\nprint(bar.mininterval)"
+        reply = client.execute_interactive(code, timeout=60, output_hook=lambda msg: printed.append(msg))
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    text = "".join(m["content"].get("text", "") for m in printed if m["msg_type"] == "stream" and m["content"]["name"] == "stdout")
+    assert float(text) >= 2, f"tqdm in a test kernel redraws every {text.strip()} s; expected at least 2 s"
