@@ -1,6 +1,7 @@
 # seqbook: two commands on a fresh machine.
 #   make book   -- build the site into _build/html/index.html
 #   make test   -- unit tests + every chapter notebook under nbval + site checks
+#   make test-kernels -- the notebooks again under other CPU kernel paths
 # Both create the virtual environment .venv/ first when it is missing.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ TORCH  := $(shell grep -E '^torch==' requirements.txt)
 SOURCES := $(shell find book -type f ! -path '*/.ipynb_checkpoints/*') \
            $(wildcard seqbook_lib/*.py _ext/*.py) _config.yml _toc.yml references.bib
 
-.PHONY: venv book test unit execute clean
+.PHONY: venv book test test-kernels unit execute clean
 
 venv: $(STAMP)
 
@@ -36,6 +37,13 @@ $(SITE): $(STAMP) $(SOURCES)
 test: $(STAMP) $(SITE)
 	$(BIN)/pytest --nbval --nbval-current-env --nbval-cell-timeout=600 \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# The notebooks again under other CPU kernel paths, each against the same
+# stored outputs (scripts/test_kernel_paths.sh): one machine standing in for
+# CPUs without AVX-512 (avx2); also avx512, default (no AVX at all).
+KERNEL_PATHS ?= avx2
+test-kernels: $(STAMP)
+	BIN=$(BIN) ./scripts/test_kernel_paths.sh $(KERNEL_PATHS)
 
 unit: $(STAMP)
 	$(BIN)/pytest tests

@@ -1,8 +1,10 @@
 """pytest configuration for the whole repository.
 
 nbval collects the chapter notebooks from ``book/``, where
-``tests/conftest.py`` does not apply, so the plugin that times each notebook
-and checks it against its budget (``tests/nbtimes.py``) is loaded here.
+``tests/conftest.py`` does not apply, so the plugins are loaded here: the one
+that times each notebook and checks it against its budget
+(``tests/nbtimes.py``) and the one that compares a trained figure within the
+numeric band its cell declares (``tests/nbtolerance.py``).
 """
 
 import os
@@ -10,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "tests"))
 
-pytest_plugins = ["nbtimes", "pytester"]
+pytest_plugins = ["nbtimes", "nbtolerance", "pytester"]
 
 # nbval reads a kernel's output messages only after the cell has finished.
 # Until then they queue in ZeroMQ, which drops messages beyond its high-water

@@ -71,11 +71,15 @@ def _source_key(env, docname: str) -> str:
 
 
 def machine_text(entry: dict) -> str:
-    """``Intel Xeon Processor, 2 cores`` from an entry of the times file."""
+    """``Intel Xeon Processor, 2 cores, ATen AVX512`` from an entry of the
+    times file (older entries name no kernel path)."""
     cpu = entry["cpu"]
     for mark in ("(R)", "(TM)", "(tm)"):
         cpu = cpu.replace(mark, "")
-    return f"{' '.join(cpu.split())}, {entry['cores']} cores"
+    text = f"{' '.join(cpu.split())}, {entry['cores']} cores"
+    if entry.get("kernels"):
+        text += f", {entry['kernels']}"
+    return text
 
 
 def seconds_text(seconds: float) -> str:

@@ -105,6 +105,22 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": cores}
 
 
+def kernel_path() -> str:
+    """The code path PyTorch's CPU kernels take here: ATen's vectorized
+    kernels (``ATEN_CPU_CAPABILITY``, or the best the CPU has) and the
+    oneDNN and MKL limits when set; the notebooks' kernels inherit this
+    environment."""
+    try:
+        import torch
+    except ImportError:
+        return "torch not installed"
+    parts = [f"ATen {torch.backends.cpu.get_cpu_capability()}"]
+    for name in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR"):
+        if os.environ.get(name):
+            parts.append(f"{name}={os.environ[name]}")
+    return ", ".join(parts)
+
+
 def read_times(root: Path = ROOT) -> dict:
     """The recorded times, ``{notebook path: entry}``; empty when there is
     no file yet."""
@@ -299,6 +315,7 @@ def pytest_sessionfinish(session):
         "cpu": where["cpu"],
         "cores": where["cores"],
         "torch": _version("torch"),
+        "kernels": kernel_path(),
     }
     new = {
         key: {

@@ -13,6 +13,7 @@ from nbtimes import (
     ROOT,
     TIMES_FILE,
     budget_minutes,
+    kernel_path,
     read_times,
     toc_notebooks,
 )
@@ -130,8 +131,23 @@ def test_plugin_records_and_checks(pytester):
     assert 0 < times["fast.ipynb"]["seconds"] < 300
     assert times["slow.ipynb"]["seconds"] >= 0.1
     assert times["fast.ipynb"]["cores"] >= 1
+    assert times["fast.ipynb"]["kernels"].startswith("ATen ")
     copy = json.loads((pytester.path / BUILD_COPY).read_text())
     assert copy["notebooks"] == times
+
+
+def test_kernel_path_names_the_pinned_instruction_sets(monkeypatch):
+    import torch
+
+    for name in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR"):
+        monkeypatch.delenv(name, raising=False)
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert kernel_path() == f"ATen {capability}"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    assert kernel_path() == (
+        f"ATen {capability}, ONEDNN_MAX_CPU_ISA=AVX2, MKL_CBWR=COMPATIBLE"
+    )
 
 
 def test_plugin_ignores_partial_runs(pytester):
