@@ -29,8 +29,9 @@ def test_every_chapter_has_a_budget(path):
         f"{path.name}: no time budget; add "
         '"seqbook": {"budget_minutes": <minutes>} to the notebook metadata'
     )
-    assert budget * 2 == int(budget * 2), (
-        f"{path.name}: budgets are whole or half minutes, got {budget}"
+    assert budget * 4 == int(budget * 4), (
+        f"{path.name}: budgets are whole, half or quarter minutes, "
+        f"got {budget}"
     )
 
 
