@@ -20,6 +20,12 @@ One concept per module; the chapters import these and show their source.
 - :mod:`seqbook_lib.text` -- tokenizer, vocabulary, padding, length batches.
 - :mod:`seqbook_lib.data` -- loaders of the IMDB reviews and tiny Shakespeare.
 - :mod:`seqbook_lib.utils` -- seeding and device selection.
+- :mod:`seqbook_lib.testing` -- comparing a module with its ``torch.nn``
+  counterpart: outputs, input and parameter gradients.
+- :mod:`seqbook_lib.stats` -- summaries over seeds (mean and range), when two
+  ranges separate, McNemar's exact test for paired predictions.
+- :mod:`seqbook_lib.sweeps` -- runs over seeds and settings stored once in a
+  JSON file; a chapter reruns a few of them live and checks the rest.
 
 Every module that has a ``torch.nn`` counterpart takes the same arguments,
 has the same parameter names and shapes and computes the same numbers.
