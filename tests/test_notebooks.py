@@ -51,6 +51,30 @@ def test_stored_outputs_are_complete(path):
             assert out.get("output_type") != "error", f"{path.name}: a stored error output"
 
 
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_widget_state_matches_outputs(path):
+    """Stored widget state belongs to widgets that some output shows.
+
+    Re-executing a notebook in place keeps the old widget state when the new
+    run draws no widget (e.g. a training loop whose bar was turned off); the
+    site then loads widget JavaScript for nothing and shows no bar, which
+    the browser check in test_site.py reports as a page that did not render.
+    """
+    nb = load(path)
+    state = nb["metadata"].get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    views = [out["data"][WIDGET_VIEW]["model_id"]
+             for cell in code_cells(nb) for out in cell.get("outputs", [])
+             if WIDGET_VIEW in out.get("data", {})]
+    assert all(v in state for v in views), f"{path.name}: a widget output without its stored state"
+    assert bool(state) == bool(views), (
+        f"{path.name}: {len(state)} stored widget models but {len(views)} widget outputs; "
+        "drop the stale metadata['widgets'] or re-execute the notebook")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_kernel_and_title(path):
     nb = load(path)
