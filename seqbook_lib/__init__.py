@@ -7,11 +7,27 @@ One concept per module; the chapters import these and show their source.
   bidirectional, with per-sequence ``lengths``.
 - :mod:`seqbook_lib.attention` -- scaled dot-product, multi-head and additive
   attention; causal and padding masks.
-- :mod:`seqbook_lib.transformer` -- sinusoidal positional encoding, an encoder
-  layer and a small encoder classifier.
+- :mod:`seqbook_lib.transformer` -- sinusoidal positional encoding, the
+  layers' shared submodules, an encoder layer, a stack of layers and a small
+  encoder classifier.
 - :mod:`seqbook_lib.seq2seq` -- encoder, attentive decoder, teacher forcing,
   greedy and beam-search decoding.
+- :mod:`seqbook_lib.encoder_decoder` -- the Transformer encoder-decoder: a
+  decoder layer, the stacks, and a translation model that decodes with
+  :mod:`seqbook_lib.seq2seq`'s greedy and beam search.
+- :mod:`seqbook_lib.causal_lm` -- a decoder-only (GPT-style) Transformer
+  language model: rotary positions, a KV cache, generation.
+- :mod:`seqbook_lib.warmup` -- the inverse-square-root warm-up schedule of
+  the original Transformer.
 - :mod:`seqbook_lib.pooling` -- masked mean and max over valid time steps.
+- :mod:`seqbook_lib.sentiment` -- review classifiers (bag of words, BiLSTM),
+  their training loop and predictions.
+- :mod:`seqbook_lib.charlm` -- a character-level language model: truncated
+  BPTT, scoring in nats, sampling with temperature and top-k.
+- :mod:`seqbook_lib.schedule` -- linear warm-up and cosine decay of the
+  learning rate.
+- :mod:`seqbook_lib.checkpoint` -- saving a trained model with its
+  vocabulary, and loading it back.
 - :mod:`seqbook_lib.manual` -- NumPy step-by-step traces for computations by
   hand.
 - :mod:`seqbook_lib.tasks` -- synthetic sequence tasks with a tunable

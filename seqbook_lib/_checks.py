@@ -24,6 +24,26 @@ def check_positive_int(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def _is_int(value) -> bool:
+    """An int, and not a bool (``True`` is an int to Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_nonnegative_int(name: str, value) -> None:
+    """``value`` is an int >= 0 (bools are refused)."""
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+
+
+def check_index(name: str, value, size: int) -> None:
+    """``value`` is an int in ``0 .. size - 1``, e.g. a special token's id
+    in a vocabulary of ``size`` entries (bools are refused)."""
+    if not _is_int(value) or not 0 <= value < size:
+        raise ValueError(
+            f"{name} must be an int in 0..{size - 1}, got {value!r}"
+        )
+
+
 def check_choice(name: str, value, choices: Sequence) -> None:
     """``value`` is one of ``choices``."""
     if value not in choices:
@@ -139,6 +159,21 @@ def check_token_ids(name: str, x, vocab_size: int) -> None:
         )
 
 
+def check_token_batch(
+    name: str, ids, vocab_size: int, max_len: int, length: str = "T"
+) -> None:
+    """``ids`` is a (B, ``length``) tensor of token ids in
+    ``0 .. vocab_size - 1`` with at most ``max_len`` positions (a model's
+    table of positions)."""
+    check_rank(name, ids, (2,), f"(B, {length})")
+    check_token_ids(name, ids, vocab_size)
+    if ids.shape[1] > max_len:
+        raise ValueError(
+            f"{name} has {length}={ids.shape[1]} positions, "
+            f"more than max_len={max_len}"
+        )
+
+
 def check_mask_dtype(
     name: str, mask, float_dtype: torch.dtype, bool_meaning: str
 ) -> None:
@@ -176,3 +211,25 @@ def check_bool_mask(
             f"{name} must be bool ({meaning}), got dtype {mask.dtype}"
         )
     check_layout(name, mask, expected, layout)
+
+
+def check_sampling(temperature, top_k, vocab_size: int, generator) -> None:
+    """The arguments of drawing tokens from a model's prediction:
+    ``temperature`` a number > 0, ``top_k`` None or an int in
+    ``1 .. vocab_size``, ``generator`` a ``torch.Generator`` or None."""
+    number = isinstance(temperature, (int, float))
+    if not number or isinstance(temperature, bool) or not temperature > 0:
+        raise ValueError(
+            f"temperature must be a number > 0, got {temperature!r}"
+        )
+    top_k_ok = top_k is None or (_is_int(top_k) and 1 <= top_k <= vocab_size)
+    if not top_k_ok:
+        raise ValueError(
+            f"top_k must be None or an int in 1..{vocab_size} "
+            f"(the vocabulary size), got {top_k!r}"
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            "generator must be a torch.Generator or None, "
+            f"got {type(generator).__name__}"
+        )

@@ -503,6 +503,18 @@ class MultiHeadAttention(nn.Module):
             out = out.transpose(0, 1)  # back to (L, B, E)
         return out, weights
 
+    def project(self, query, key, value):
+        """The input projections of all heads, as ``forward`` computes them
+        first: query (..., E), key (..., kdim), value (..., vdim)
+        -> q, k, v (..., E) each, not yet split into heads.
+
+        For modules that keep these weights but apply the heads themselves,
+        e.g. :class:`seqbook_lib.causal_lm.DecoderBlock`, which rotates q and
+        k and caches k and v. Pass one tensor three times for
+        self-attention (one matrix product).
+        """
+        return self._project(query, key, value)
+
     def _project(self, query, key, value):
         """q = query W^Q + b^Q, k = key W^K + b^K, v = value W^V + b^V
         (all heads at once)."""

@@ -44,9 +44,11 @@ from ._checks import (
     check_choice,
     check_integer_dtype,
     check_layout,
+    check_nonnegative_int,
     check_positive_int,
     check_probability,
     check_rank,
+    check_sampling,
     check_token_ids,
 )
 from .schedule import cosine_lr
@@ -344,30 +346,8 @@ def _check_sampling(vocab, prompt, length, temperature, top_k, generator):
         raise ValueError(
             f"prompt has characters that are not in the vocabulary: {unknown}"
         )
-    if not isinstance(length, int) or isinstance(length, bool) or length < 0:
-        raise ValueError(f"length must be an int >= 0, got {length!r}")
-    if (
-        not isinstance(temperature, (int, float))
-        or isinstance(temperature, bool)
-        or not temperature > 0
-    ):
-        raise ValueError(
-            f"temperature must be a number > 0, got {temperature!r}"
-        )
-    if top_k is not None and (
-        not isinstance(top_k, int)
-        or isinstance(top_k, bool)
-        or not 1 <= top_k <= len(vocab)
-    ):
-        raise ValueError(
-            f"top_k must be None or an int in 1..{len(vocab)} "
-            f"(the vocabulary size), got {top_k!r}"
-        )
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            "generator must be a torch.Generator or None, "
-            f"got {type(generator).__name__}"
-        )
+    check_nonnegative_int("length", length)
+    check_sampling(temperature, top_k, len(vocab), generator)
 
 
 def next_char_probs(

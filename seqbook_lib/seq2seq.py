@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ._checks import (
     check_choice,
+    check_index,
     check_lengths,
     check_positive_int,
     check_probability,
@@ -300,6 +301,16 @@ class Seq2Seq(nn.Module):
 
     ``greedy_decode`` and ``beam_search`` run without gradients and leave the
     train/eval mode alone: call ``model.eval()`` first so dropout is off.
+    They use only the step interface of ``self.encoder`` and
+    ``self.decoder``,
+
+        encoder(src, src_lengths)                 -> enc_outputs, mask, state
+        decoder(token, state, enc_outputs, mask)  -> logits, state, weights
+
+    (mask (B, S) True = real token, weights (B, S), state a tensor or a
+    tuple of tensors with the batch first), ``bos_idx`` and ``eos_idx``:
+    :class:`seqbook_lib.encoder_decoder.TransformerSeq2Seq` offers the same
+    and runs this generation code.
     """
 
     def __init__(
@@ -333,15 +344,7 @@ class Seq2Seq(nn.Module):
             ("eos_idx", eos_idx),
             ("pad_idx", pad_idx),
         ]:
-            if (
-                not isinstance(idx, int)
-                or isinstance(idx, bool)
-                or not 0 <= idx < decoder.vocab_size
-            ):
-                raise ValueError(
-                    f"{name} must be an int in "
-                    f"0..{decoder.vocab_size - 1}, got {idx!r}"
-                )
+            check_index(name, idx, decoder.vocab_size)
         self.encoder, self.decoder = encoder, decoder
         self.bos_idx, self.eos_idx, self.pad_idx = bos_idx, eos_idx, pad_idx
 

@@ -1,17 +1,26 @@
-"""The Transformer encoder (Vaswani et al. 2017): positions, one layer, a
-classifier.
+"""The Transformer encoder (Vaswani et al. 2017): positions, layers, a
+stack of them, a classifier.
 
 * :class:`SinusoidalPositionalEncoding` -- fixed sin/cos position signals added
   to the embeddings, since attention itself ignores order.
+* :class:`TransformerLayerBase` -- the submodules every Transformer layer
+  has, with torch's names: attention, the feed-forward block, one LayerNorm
+  and one Dropout per sub-layer (the decoder layers of
+  :mod:`seqbook_lib.encoder_decoder` and :mod:`seqbook_lib.causal_lm` are
+  built on it too).
 * :class:`TransformerEncoderLayer` -- self-attention and a feed-forward block,
   each wrapped in a residual connection and layer norm; interchangeable with
   ``torch.nn.TransformerEncoderLayer``.
+* :class:`LayerStack` -- N copies of a layer and an optional final
+  LayerNorm; :class:`TransformerEncoder` is the stack of encoder layers,
+  interchangeable with ``torch.nn.TransformerEncoder``.
 * :class:`TransformerClassifier` -- token ids -> embeddings + positions -> N
   encoder layers -> masked mean (or CLS) pooling -> class logits.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -26,7 +35,7 @@ from ._checks import (
     check_probability,
     check_rank,
     check_size,
-    check_token_ids,
+    check_token_batch,
 )
 from .attention import MultiHeadAttention, padding_mask
 
@@ -86,7 +95,82 @@ class SinusoidalPositionalEncoding(nn.Module):
         return self.dropout(x + self.pe[:T].to(x.dtype))  # (B, T, E) + (T, E)
 
 
-class TransformerEncoderLayer(nn.Module):
+def _activation(activation):
+    """'relu', 'gelu' or a callable -> the function."""
+    if isinstance(activation, str):
+        check_choice("activation", activation, list(_ACTIVATIONS))
+        return _ACTIVATIONS[activation]
+    if not callable(activation):
+        raise TypeError(
+            "activation must be 'relu', 'gelu' or a callable, "
+            f"got {type(activation).__name__}"
+        )
+    return activation
+
+
+class TransformerLayerBase(nn.Module):
+    """The submodules of a Transformer layer, with torch's names, made in
+    torch's order (one seed, the same weights as torch's layer):
+
+        <attentions>     a MultiHeadAttention for each name in the class's
+                         ``attentions``: ("self_attn",) for an encoder layer,
+                         ("self_attn", "multihead_attn") for a decoder layer
+        linear1, dropout, linear2
+                         FFN(x) = linear2(dropout(activation(linear1(x))))
+        norm1 .. norm<n>, dropout1 .. dropout<n>
+                         one LayerNorm and one Dropout per sub-layer,
+                         n = len(attentions) + 1 (the attentions and FFN)
+
+    plus ``activation``, ``norm_first`` and ``attn_weights`` (None until a
+    forward call keeps weights). The arguments are those of
+    ``torch.nn.TransformerEncoderLayer``; a subclass adds ``forward``.
+    """
+
+    attentions: tuple[str, ...] = ("self_attn",)
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation="relu",
+        *,
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = True,
+        norm_first: bool = False,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("dim_feedforward", dim_feedforward)
+        check_probability("dropout", dropout)
+        activation = _activation(activation)
+        factory = {"device": device, "dtype": dtype}
+        for name in self.attentions:
+            attention = MultiHeadAttention(
+                d_model, nhead, dropout, bias, batch_first=batch_first,
+                **factory,
+            )
+            setattr(self, name, attention)
+        E, ff = d_model, dim_feedforward
+        self.linear1 = nn.Linear(E, ff, bias=bias, **factory)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(ff, E, bias=bias, **factory)
+        self.norm_first = norm_first
+        sublayers = range(1, len(self.attentions) + 2)  # 1 .. n
+        for i in sublayers:
+            norm = nn.LayerNorm(E, eps=layer_norm_eps, bias=bias, **factory)
+            setattr(self, f"norm{i}", norm)
+        for i in sublayers:
+            setattr(self, f"dropout{i}", nn.Dropout(dropout))
+        self.activation = activation
+        self.attn_weights: torch.Tensor | None = None
+
+
+class TransformerEncoderLayer(TransformerLayerBase):
     """Self-attention and feed-forward, each with residual and LayerNorm,
     like torch's layer.
 
@@ -114,49 +198,6 @@ class TransformerEncoderLayer(nn.Module):
     plotting; otherwise ``attn_weights`` is None. The return value is always
     torch's: the output tensor alone.
     """
-
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation="relu",
-        *,
-        layer_norm_eps: float = 1e-5,
-        batch_first: bool = True,
-        norm_first: bool = False,
-        bias: bool = True,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__()
-        check_positive_int("d_model", d_model)
-        check_positive_int("dim_feedforward", dim_feedforward)
-        check_probability("dropout", dropout)
-        if isinstance(activation, str):
-            check_choice("activation", activation, list(_ACTIVATIONS))
-            activation = _ACTIVATIONS[activation]
-        elif not callable(activation):
-            raise TypeError(
-                "activation must be 'relu', 'gelu' or a callable, "
-                f"got {type(activation).__name__}"
-            )
-        factory = {"device": device, "dtype": dtype}
-        self.self_attn = MultiHeadAttention(
-            d_model, nhead, dropout, bias, batch_first=batch_first, **factory
-        )
-        E, ff = d_model, dim_feedforward
-        self.linear1 = nn.Linear(E, ff, bias=bias, **factory)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(ff, E, bias=bias, **factory)
-        self.norm_first = norm_first
-        self.norm1 = nn.LayerNorm(E, eps=layer_norm_eps, bias=bias, **factory)
-        self.norm2 = nn.LayerNorm(E, eps=layer_norm_eps, bias=bias, **factory)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.activation = activation
-        self.attn_weights: torch.Tensor | None = None
 
     def forward(
         self,
@@ -208,6 +249,69 @@ class TransformerEncoderLayer(nn.Module):
         (B, T, E) -> (B, T, E)."""
         hidden = self.dropout(self.activation(self.linear1(x)))  # (B, T, F)
         return self.dropout2(self.linear2(hidden))
+
+
+class LayerStack(nn.Module):
+    """``num_layers`` copies of one layer and an optional final LayerNorm,
+    the frame of torch's Transformer stacks: submodules ``layers.0`` ..
+    ``layers.{N-1}`` and ``norm`` (None for none).
+
+    The copies are independent (``copy.deepcopy``, as in torch): they start
+    equal, and training makes them differ.
+    """
+
+    def __init__(
+        self, layer: nn.Module, num_layers: int, norm: nn.Module | None = None
+    ):
+        super().__init__()
+        check_positive_int("num_layers", num_layers)
+        self.layers = nn.ModuleList(
+            copy.deepcopy(layer) for _ in range(num_layers)
+        )
+        self.num_layers = num_layers
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """norm(layer_N(... layer_1(x, *args, **kwargs) ..., *args,
+        **kwargs)): the same extra arguments go to every layer."""
+        for layer in self.layers:
+            x = layer(x, *args, **kwargs)
+        return x if self.norm is None else self.norm(x)
+
+
+class TransformerEncoder(LayerStack):
+    """N encoder layers and an optional final LayerNorm, like
+    ``torch.nn.TransformerEncoder`` (``layers.0`` .. ``layers.{N-1}``,
+    ``norm``):
+
+        x = norm(layer_N(... layer_1(src)))
+    """
+
+    def __init__(
+        self,
+        encoder_layer: nn.Module,
+        num_layers: int,
+        norm: nn.Module | None = None,
+    ):
+        super().__init__(encoder_layer, num_layers, norm)
+
+    def forward(
+        self,
+        src: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        src_key_padding_mask: torch.Tensor | None = None,
+        is_causal: bool | None = None,
+        need_weights: bool = False,
+    ) -> torch.Tensor:
+        """src (B, S, E) -> (B, S, E); the masks go to every layer.
+        With ``need_weights`` each layer keeps its ``attn_weights``."""
+        return super().forward(
+            src,
+            src_mask=mask,
+            src_key_padding_mask=src_key_padding_mask,
+            is_causal=bool(is_causal),
+            need_weights=need_weights,
+        )
 
 
 class TransformerClassifier(nn.Module):
@@ -320,14 +424,8 @@ class TransformerClassifier(nn.Module):
     def _token_mask(self, tokens, lengths, mask) -> torch.Tensor:
         """The (B, T) boolean mask of real tokens, from lengths, mask, or
         pad_idx."""
-        check_rank("tokens", tokens, (2,), "(B, T)")
-        check_token_ids("tokens", tokens, self.vocab_size)
+        check_token_batch("tokens", tokens, self.vocab_size, self.max_len)
         B, T = tokens.shape
-        if T > self.max_len:
-            raise ValueError(
-                f"tokens has T={T} positions, "
-                f"more than max_len={self.max_len}"
-            )
         if lengths is not None and mask is not None:
             raise ValueError("give lengths or mask, not both")
         if lengths is not None:

@@ -399,6 +399,24 @@ def test_mha_state_dicts_load_both_ways():
     assert ours.in_proj_bias is None and ours.out_proj.bias is None
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"bias": False}, {"kdim": 3, "vdim": 5}])
+def test_mha_project_is_the_input_projection_of_forward(kwargs):
+    """project(q, k, v) = the stacked W^Q, W^K, W^V (+ b): what forward feeds the heads."""
+    mha = MultiHeadAttention(6, 2, **kwargs)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 6, generator=gen)
+    key, value = torch.randn(2, 5, mha.kdim, generator=gen), torch.randn(2, 5, mha.vdim, generator=gen)
+    weights = mha.in_proj_weight.chunk(3) if mha.in_proj_weight is not None else (
+        mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight
+    )
+    biases = (None,) * 3 if mha.in_proj_bias is None else mha.in_proj_bias.chunk(3)
+    for got, inp, w, b in zip(mha.project(x, key, value), (x, key, value), weights, biases):
+        torch.testing.assert_close(got, F.linear(inp, w, b))
+    if mha.in_proj_weight is not None:  # self-attention: one product with the stacked matrix
+        expected = F.linear(x, mha.in_proj_weight, mha.in_proj_bias)
+        torch.testing.assert_close(torch.cat(mha.project(x, x, x), -1), expected)
+
+
 @pytest.mark.parametrize("need_weights", [True, False])
 def test_mha_dropout_matches_torch_under_a_seed(need_weights):
     ours, theirs = make_pair(6, 2, True, True, dropout=0.3)

@@ -1,12 +1,12 @@
 """seqbook_lib.seq2seq: shapes, masking, decoding consistency, gradients and a tiny training run."""
 
-import itertools
 import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import assert_beam_is_exhaustive_search, seq2seq_batch, sequence_log_prob
 from seqbook_lib.seq2seq import Decoder, Encoder, Hypothesis, Seq2Seq
 
 PAD, BOS, EOS = 0, 1, 2
@@ -43,19 +43,7 @@ def batch(B=4, S=7, T=5, V=11, seed=1, lengths=None):
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, S + 1, (B,), generator=gen) if lengths is None else torch.tensor(lengths)
     lengths[0] = S  # one full-length row
-    src = torch.randint(3, V, (B, S), generator=gen)
-    src[torch.arange(S)[None] >= lengths[:, None]] = PAD
-    tgt_in = torch.randint(3, V, (B, T), generator=gen)
-    tgt_in[:, 0] = BOS
-    return src, lengths, tgt_in
-
-
-def sequence_log_prob(model, src, lengths, tokens):
-    """log p(tokens | src) under teacher forcing, for one source sentence."""
-    tgt_in = torch.tensor([[BOS] + tokens[:-1]])
-    logits, _ = model(src, lengths, tgt_in)
-    logp = F.log_softmax(logits[0], -1)
-    return logp[torch.arange(len(tokens)), torch.tensor(tokens)].sum().item()
+    return seq2seq_batch(lengths, S, T, V, V, gen, PAD, BOS)
 
 
 # --------------------------------------------------------------------------
@@ -236,14 +224,6 @@ def test_beam_search_scores_at_least_as_well_as_greedy(seed):
         torch.testing.assert_close(h.attention.sum(-1), torch.ones(len(h.tokens)))
 
 
-def all_outputs(V, max_len):
-    """Every sequence the decoder can emit: EOS-terminated ones and the max_len ones cut off."""
-    for n in range(1, max_len + 1):
-        for prefix in itertools.product([v for v in range(V) if v != EOS], repeat=n - 1):
-            yield list(prefix) + [EOS]
-    yield from (list(p) for p in itertools.product([v for v in range(V) if v != EOS], repeat=max_len))
-
-
 def fixed_distribution_model(probs):
     """A model whose every step predicts the same distribution ``probs`` over V = len(probs)."""
     model = build("gru", "additive", V=len(probs), seed=0)
@@ -264,12 +244,7 @@ def test_wide_beam_is_exhaustive_search(length_penalty, kind):
     V, max_len = 4, 3
     model = build("gru", "additive", V=V, seed=31) if kind == "random" else fixed_distribution_model(FIXED)
     src, lengths = torch.tensor([[3, 3, 0]]), torch.tensor([2])
-    best = model.beam_search(src, lengths, beam_size=V**max_len, max_len=max_len, length_penalty=length_penalty)[0]
-    lp = lambda n: ((5 + n) / 6) ** length_penalty  # noqa: E731
-    scored = [(sequence_log_prob(model, src, lengths, y) / lp(len(y)), y) for y in all_outputs(V, max_len)]
-    top_score, top = max(scored)
-    assert best.tokens == top
-    assert best.score / lp(len(best.tokens)) == pytest.approx(top_score, abs=1e-10)
+    assert_beam_is_exhaustive_search(model, src, lengths, V, max_len, length_penalty)
 
 
 def test_length_penalty_prefers_longer_outputs():

@@ -8,11 +8,12 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import assert_same_forward_backward, copy_weights
+from helpers import assert_same_forward_backward, perturbed_copy
 from seqbook_lib.attention import causal_mask, padding_mask
 from seqbook_lib.transformer import (
     SinusoidalPositionalEncoding,
     TransformerClassifier,
+    TransformerEncoder,
     TransformerEncoderLayer,
 )
 
@@ -101,14 +102,7 @@ def make_layers(
         norm_first=norm_first,
         bias=bias,
     )
-    with torch.no_grad():  # non-trivial LayerNorm parameters
-        for p in theirs.parameters():
-            p.add_(0.1 * torch.randn(p.shape))
-    if torch_to_ours:
-        copy_weights(theirs, ours)
-    else:
-        copy_weights(ours, theirs)
-    return ours, theirs
+    return perturbed_copy(ours, theirs, torch_to_ours)  # non-trivial LayerNorms
 
 
 @pytest.mark.filterwarnings("ignore:Support for mismatched")  # torch's warning for bool + float masks
@@ -227,6 +221,27 @@ def test_encoder_layer_errors():
         ValueError, match=r"key_padding_mask must have shape \(B, S\) = \(2, 3\), got \(3, 2\)"
     ):
         layer(torch.randn(2, 3, 4), src_key_padding_mask=torch.zeros(3, 2, dtype=torch.bool))
+
+
+# -------------------------------------------------------------------------- encoder stack
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")  # torch, for norm_first layers
+@pytest.mark.parametrize("norm_first, final_norm", [(False, False), (True, True)])
+def test_encoder_stack_matches_torch(norm_first, final_norm):
+    torch.manual_seed(0)
+    args, kw = (6, 2, 10, 0.0, "gelu"), {"batch_first": True, "norm_first": norm_first}
+    final = (lambda: nn.LayerNorm(6)) if final_norm else (lambda: None)
+    ours = TransformerEncoder(TransformerEncoderLayer(*args, **kw), 3, final())
+    theirs = nn.TransformerEncoder(nn.TransformerEncoderLayer(*args, **kw), 3, final())
+    perturbed_copy(ours, theirs, torch_to_ours=False)  # the copies now differ from each other
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert not torch.equal(ours.layers[0].linear1.weight, ours.layers[1].linear1.weight)
+    x = torch.randn(2, 5, 6)
+    kwargs = {"mask": ~causal_mask(5), "src_key_padding_mask": ~padding_mask([5, 3], 5)}
+    assert_same_forward_backward(ours, theirs, [x], kwargs_ours=kwargs, kwargs_theirs=kwargs)
+    with pytest.raises(ValueError, match=r"num_layers must be a positive int, got 0"):
+        TransformerEncoder(TransformerEncoderLayer(*args), 0)
 
 
 # ----------------------------------------------------------------------------- classifier
