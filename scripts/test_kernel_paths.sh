@@ -22,7 +22,16 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 (( $# )) || { echo "usage: $0 PATH... (avx2, default, avx512)" >&2; exit 2; }
 
+# The CPU's own ATen path, as `make test` just ran it.
+native=$("$BIN/python" -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')
+
 for path in "$@"; do
+  if [[ ${native,,} == "${path,,}" && -z ${KERNEL_PATHS_FORCE:-} ]]; then
+    # e.g. avx2 on a CPU without AVX-512: the notebooks would run the
+    # same kernels as in `make test` a second time (KERNEL_PATHS_FORCE=1 does).
+    echo "::: kernel path '$path' is this CPU's own ($native): tested by make test, skipped"
+    continue
+  fi
   case $path in
     avx2)    aten=avx2    onednn=AVX2       mkl=AVX2   want_isa="AVX2" ;;
     default) aten=default onednn=SSE41      mkl=SSE4_2 want_isa="SSE4.1" ;;
