@@ -17,6 +17,13 @@ One concept per module; the chapters import these and show their source.
   :mod:`seqbook_lib.seq2seq`'s greedy and beam search.
 - :mod:`seqbook_lib.causal_lm` -- a decoder-only (GPT-style) Transformer
   language model: rotary positions, a KV cache, generation.
+- :mod:`seqbook_lib.scan` -- parallel (associative) scans and the linear
+  recurrence h_t = a_t h_{t-1} + b_t, against the plain loop.
+- :mod:`seqbook_lib.minrnn` -- minGRU and minLSTM, sequential and parallel.
+- :mod:`seqbook_lib.linear_attention` -- linear attention in its parallel,
+  chunked and recurrent forms.
+- :mod:`seqbook_lib.ssm` -- a selective state-space layer (S6) and a Mamba
+  block, sequential and scan forms.
 - :mod:`seqbook_lib.warmup` -- the inverse-square-root warm-up schedule of
   the original Transformer.
 - :mod:`seqbook_lib.pooling` -- masked mean and max over valid time steps.

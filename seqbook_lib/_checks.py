@@ -233,3 +233,19 @@ def check_sampling(temperature, top_k, vocab_size: int, generator) -> None:
             "generator must be a torch.Generator or None, "
             f"got {type(generator).__name__}"
         )
+
+
+def check_sequence(
+    name: str, x, size: int, what: str, layout: str = "(B, T, F)"
+) -> None:
+    """``x`` is a batch-first sequence (B, T, ``size``) with T >= 1, as the
+    scan-based layers (minGRU/minLSTM, the SSM, linear attention) take it;
+    ``what`` names the feature size, e.g. "input_size", and ``layout`` the
+    dimensions, e.g. "(B, T, I)"."""
+    check_rank(name, x, (3,), layout)
+    check_size(name, x, -1, size, what)
+    if x.shape[1] == 0:
+        raise ValueError(
+            f"{name} must have at least one time step (T >= 1 in {layout}), "
+            f"got shape {shape_str(x.shape)}"
+        )
