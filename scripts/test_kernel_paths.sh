@@ -25,6 +25,14 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 (( $# )) || { echo "usage: $0 PATH... (avx2, default, avx512)" >&2; exit 2; }
 
+# Notebooks left out of every path, checked before any path runs.
+skip=()
+for nb in ${KERNEL_SKIP:-}; do
+  [[ -f $nb ]] || { echo "$0: KERNEL_SKIP names no notebook '$nb'" >&2; exit 2; }
+  skip+=("--ignore=$nb")
+  echo "::: left out: $nb"
+done
+
 # The CPU's own ATen path, as `make test` just ran it.
 native=$("$BIN/python" -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')
 
@@ -61,12 +69,6 @@ torch.nn.LSTM(8, 8)(torch.randn(3, 2, 8))
   if [[ $isa_got != *"$want_isa"* ]]; then
     echo "$0: oneDNN runs '$isa_got', not $want_isa" >&2; exit 1
   fi
-  skip=()
-  for nb in ${KERNEL_SKIP:-}; do
-    [[ -f $nb ]] || { echo "$0: KERNEL_SKIP names no notebook '$nb'" >&2; exit 2; }
-    skip+=("--ignore=$nb")
-    echo "    left out: $nb"
-  done
   "$BIN/pytest" book -p no:nbtimes --nbval --nbval-current-env \
       --nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg \
       "${skip[@]}"
