@@ -24,6 +24,8 @@ One concept per module; the chapters import these and show their source.
   chunked and recurrent forms.
 - :mod:`seqbook_lib.ssm` -- a selective state-space layer (S6) and a Mamba
   block, sequential and scan forms.
+- :mod:`seqbook_lib.mixers` -- one residual model whose sequence layer is
+  swapped (LSTM, GRU, minGRU, linear attention, SSM, softmax attention).
 - :mod:`seqbook_lib.warmup` -- the inverse-square-root warm-up schedule of
   the original Transformer.
 - :mod:`seqbook_lib.pooling` -- masked mean and max over valid time steps.

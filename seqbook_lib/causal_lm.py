@@ -31,6 +31,8 @@ instead of a full pass over the prefix.
 
 - :class:`RotaryEmbedding` -- rotary position embedding (RoPE).
 - :class:`KVCache` -- the per-layer keys and values of the tokens so far.
+- :func:`causal_self_attention` -- causal multi-head attention with
+  optional rotary positions and cache, on a MultiHeadAttention's weights.
 - :class:`DecoderBlock` -- one pre-norm block; interchangeable with
   ``torch.nn.TransformerEncoderLayer(norm_first=True, activation="gelu")``
   run with a causal mask.
@@ -65,6 +67,7 @@ __all__ = [
     "RotaryEmbedding",
     "KVCache",
     "DecoderBlock",
+    "causal_self_attention",
     "TransformerLM",
     "count_parameters",
 ]
@@ -295,34 +298,55 @@ class DecoderBlock(TransformerLayerBase):
 
     def _attend(self, x, rotary, cache, layer):
         """Causal multi-head self-attention, (B, T, E) -> (B, T, E)."""
-        B, T, E = x.shape
-        h, d = self.num_heads, self.head_dim
-        mha = self.self_attn
-        # (B, T, E) -> (B, T, h, d) -> (B, h, T, d), for q, k and v
-        q, k, v = (
-            t.view(B, T, h, d).transpose(1, 2) for t in mha.project(x, x, x)
+        return causal_self_attention(
+            self.self_attn, x, rotary, cache, layer, self.training
         )
-        past = 0 if cache is None else cache.layer_length(layer)
-        if rotary is not None:  # turn q and k by their positions
-            q, k = rotary(q, past), rotary(k, past)
-        if cache is not None:  # keys, values of all S = past + T positions
-            k, v = cache.update(layer, k, v)  # (B, h, S, d)
-        S = k.shape[-2]
-        # query i (position past + i) may attend to keys j <= past + i
-        allowed = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(
-            past
-        )  # (T, S)
-        out, _ = scaled_dot_product_attention(
-            q, k, v, attn_mask=allowed,
-            dropout_p=mha.dropout if self.training else 0.0,
-            need_weights=False,
-        )  # (B, h, T, d)
-        out = out.transpose(1, 2).reshape(B, T, E)  # concat(heads)
-        return mha.out_proj(out)
 
     def _mlp(self, x):
         """linear2(Dropout(GELU(linear1(x)))), position-wise, (B, T, E)."""
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
+def causal_self_attention(
+    mha,
+    x: torch.Tensor,
+    rotary: RotaryEmbedding | None = None,
+    cache: KVCache | None = None,
+    layer: int = 0,
+    training: bool = False,
+) -> torch.Tensor:
+    """Causal self-attention with the weights of ``mha`` (a
+    :class:`~seqbook_lib.attention.MultiHeadAttention`), x (B, T, E) ->
+    (B, T, E).
+
+    q, k, v = ``mha.project(x, x, x)``, split into heads; ``rotary`` turns
+    q and k by their positions; ``cache`` prepends the keys and values of
+    earlier positions (entry ``layer``) and keeps the new ones. Query i, at
+    position past + i, attends to keys j <= past + i.
+    """
+    B, T, E = x.shape
+    h = mha.num_heads
+    d = E // h
+    # (B, T, E) -> (B, T, h, d) -> (B, h, T, d), for q, k and v
+    q, k, v = (
+        t.view(B, T, h, d).transpose(1, 2) for t in mha.project(x, x, x)
+    )
+    past = 0 if cache is None else cache.layer_length(layer)
+    if rotary is not None:  # turn q and k by their positions
+        q, k = rotary(q, past), rotary(k, past)
+    if cache is not None:  # keys, values of all S = past + T positions
+        k, v = cache.update(layer, k, v)  # (B, h, S, d)
+    S = k.shape[-2]
+    allowed = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(
+        past
+    )  # (T, S)
+    out, _ = scaled_dot_product_attention(
+        q, k, v, attn_mask=allowed,
+        dropout_p=mha.dropout if training else 0.0,
+        need_weights=False,
+    )  # (B, h, T, d)
+    out = out.transpose(1, 2).reshape(B, T, E)  # concat(heads)
+    return mha.out_proj(out)
 
 
 # ------------------------------------------------------------------- the model

@@ -306,21 +306,32 @@ def train_charlm(
         logits, state = model(x, state)  # (B, T, V)
         state = detach_state(state)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
-        history.train.append(loss.item())
-        done = step + 1
-        due = eval_every is not None and done % eval_every == 0
-        if val_ids is not None and (due or done == steps):
-            history.val_steps.append(done)
-            history.val.append(
-                evaluate_nats(model, val_ids, eval_batch_size, 256)
-            )
-        if done % 10 == 0 or done == steps:
-            bar.set_postfix_str(_progress_text(history), refresh=False)
+        step_and_log(
+            model, optimizer, loss, max_norm, history, bar, step + 1, steps,
+            eval_every, val_ids,
+            lambda: evaluate_nats(model, val_ids, eval_batch_size, 256),
+        )
     return history
+
+
+def step_and_log(model, optimizer, loss, max_norm, history: History, bar,
+                 done: int, steps: int, eval_every, val_ids, score) -> None:
+    """What the book's language-model training loops share after the loss:
+    one Adam step with the gradient norm clipped to ``max_norm``; the loss
+    into ``history``; ``score()`` (validation nats/char) every
+    ``eval_every`` steps and after the last, when there is ``val_ids``;
+    the progress bar every 10 steps."""
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    optimizer.step()
+    history.train.append(loss.item())
+    due = eval_every is not None and done % eval_every == 0
+    if val_ids is not None and (due or done == steps):
+        history.val_steps.append(done)
+        history.val.append(score())
+    if done % 10 == 0 or done == steps:
+        bar.set_postfix_str(_progress_text(history), refresh=False)
 
 
 def _progress_text(history: History) -> str:

@@ -72,6 +72,7 @@ __all__ = [
     "TransformerDecoder",
     "Transformer",
     "TransformerSeq2Seq",
+    "label_smoothed_cross_entropy",
 ]
 
 
@@ -515,3 +516,50 @@ class TransformerSeq2Seq(nn.Module):
         )
 
     _beam_one = Seq2Seq._beam_one  # what Seq2Seq.beam_search calls
+
+
+# ---------------------------------------------------------- the training loss
+
+
+def label_smoothed_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    smoothing: float,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Cross-entropy against a smoothed target (Szegedy et al. 2016): the
+    one-hot target y is mixed with the uniform distribution over the K
+    classes,
+
+        q_k = (1 - eps) [k = y] + eps / K,
+        loss = -sum_k q_k log p_k
+             = (1 - eps) (-log p_y) + eps * mean_k (-log p_k),
+
+    averaged over the positions whose target is not ``ignore_index``.
+    ``smoothing=0`` is the plain cross-entropy. Equal to
+    ``F.cross_entropy(logits.transpose(1, 2), target,
+    ignore_index=ignore_index, label_smoothing=eps)``.
+
+    logits (B, T, K), target (B, T) -> a scalar.
+    """
+    check_rank("logits", logits, (3,), "(B, T, K)")
+    if target.shape != logits.shape[:2]:
+        raise ValueError(
+            f"target must have shape (B, T) = {shape_str(logits.shape[:2])}, "
+            f"got {shape_str(target.shape)}"
+        )
+    if (
+        isinstance(smoothing, bool)
+        or not isinstance(smoothing, (int, float))
+        or not 0.0 <= smoothing < 1.0
+    ):
+        raise ValueError(
+            f"smoothing must be a number in [0, 1), got {smoothing!r}"
+        )
+    log_p = torch.log_softmax(logits, dim=-1)  # (B, T, K)
+    keep = target != ignore_index  # (B, T)
+    safe = target.masked_fill(~keep, 0)  # any class; masked out below
+    nll = -log_p.gather(-1, safe[..., None])[..., 0]  # (B, T): -log p_y
+    uniform = -log_p.mean(dim=-1)  # (B, T): mean_k -log p_k
+    per_position = (1.0 - smoothing) * nll + smoothing * uniform
+    return per_position[keep].sum() / keep.sum()

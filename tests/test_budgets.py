@@ -1,4 +1,4 @@
-"""Time budgets: stored once per notebook, within the book's 30 minutes, and
+"""Time budgets: stored once per notebook, within the book's 40 minutes, and
 the plugin that measures them (tests/nbtimes.py) on small notebooks."""
 
 from __future__ import annotations

@@ -333,3 +333,37 @@ def test_constructor_errors():
         TransformerSeq2Seq(5, 5, 8, 2, 0, 1, 8, bos_idx=1, eos_idx=2)
     with pytest.raises(TypeError, match=r"bos_idx"):
         TransformerSeq2Seq(5, 5, 8, 2, 1, 1, 8)
+
+
+# ----------------------------------------------------------------------- the training loss
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.4])
+def test_label_smoothed_cross_entropy_matches_torch(smoothing):
+    from seqbook_lib.encoder_decoder import label_smoothed_cross_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 7, generator=gen, dtype=torch.float64)
+    target = torch.randint(1, 7, (3, 5), generator=gen)
+    target[1, 3:] = PAD
+    target[2, 1:] = PAD
+    ours = lambda x: label_smoothed_cross_entropy(x, target, smoothing, ignore_index=PAD)
+    theirs = lambda x: F.cross_entropy(x.transpose(1, 2), target, ignore_index=PAD, label_smoothing=smoothing)
+    assert_same_forward_backward(ours, theirs, [logits])
+    # the equation, written out for one position: q = (1 - eps) one-hot + eps / K
+    q = torch.full((7,), smoothing / 7, dtype=torch.float64)
+    q[target[0, 0]] += 1 - smoothing
+    one = label_smoothed_cross_entropy(logits[:1, :1], target[:1, :1], smoothing)
+    torch.testing.assert_close(one, -(q * logits[0, 0].log_softmax(-1)).sum())
+
+
+def test_label_smoothed_cross_entropy_errors():
+    from seqbook_lib.encoder_decoder import label_smoothed_cross_entropy
+
+    logits, target = torch.randn(2, 3, 4), torch.zeros(2, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"smoothing must be a number in \[0, 1\), got 1.0"):
+        label_smoothed_cross_entropy(logits, target, 1.0)
+    with pytest.raises(ValueError, match=r"target must have shape \(B, T\) = \(2, 3\), got \(2, 4\)"):
+        label_smoothed_cross_entropy(logits, torch.zeros(2, 4, dtype=torch.long), 0.1)
+    with pytest.raises(ValueError, match=r"logits must have 3 dimensions \(B, T, K\)"):
+        label_smoothed_cross_entropy(logits[0], target, 0.1)

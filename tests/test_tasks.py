@@ -177,3 +177,145 @@ def test_recall_accuracy_is_per_delay():
     assert acc.shape == (6,) and ((acc >= 0) & (acc <= 1)).all()
     # the same seed gives the same sequences, hence the same accuracies
     assert torch.equal(acc, recall_accuracy(model, 6, 300, seed=5))
+
+
+# -- token-level recall tasks (Part V) --------
+
+from torch import nn  # noqa: E402
+
+from seqbook_lib.tasks import (  # noqa: E402
+    IGNORE,
+    TokenBatch,
+    mqar,
+    mqar_vocab,
+    selective_copy_vocab,
+    selective_copying,
+    token_accuracy,
+    train_token_task,
+)
+
+
+@pytest.mark.parametrize("B, n, L, S", [(1, 1, 1, 2), (5, 3, 10, 4),
+                                        (64, 8, 40, 8)])
+def test_selective_copying_layout(B, n, L, S):
+    ids, labels = selective_copying(B, n, L, S, gen())
+    assert ids.shape == labels.shape == (B, L + n)
+    assert ids.max() < selective_copy_vocab(S) and ids.min() >= 0
+    region = ids[:, :L]
+    data = labels[:, L:]  # (B, n) the tokens to copy
+    assert (data >= 2).all() and (data < S + 2).all()
+    assert (labels[:, :L] == IGNORE).all()
+    for row in range(B):
+        kept = region[row][region[row] != 0]  # data tokens, in order
+        assert torch.equal(kept, data[row])  # exactly n, none is blank
+    assert (ids[:, L] == 1).all()  # the separator
+    assert torch.equal(ids[:, L + 1:], data[:, :-1])  # teacher forcing
+
+
+def test_selective_copying_positions_vary_and_reproducible():
+    a = selective_copying(200, 4, 30, generator=gen(5)).ids
+    assert torch.equal(a, selective_copying(200, 4, 30, generator=gen(5)).ids)
+    occupied = (a[:, :30] != 0).double().mean(0)  # (L,)
+    # every position holds a data token about 4/30 of the time
+    assert (occupied > 0.05).all() and (occupied < 0.25).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_tokens": 5, "region_len": 4}, "do not fit in a region"),
+        ({"n_tokens": 0, "region_len": 4}, "n_tokens must be a positive int"),
+        ({"n_tokens": 2, "region_len": 4, "n_symbols": 0}, "n_symbols"),
+    ],
+)
+def test_selective_copying_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        selective_copying(2, **kwargs)
+
+
+@pytest.mark.parametrize("B, n, T, K, V", [(1, 1, 4, 1, 1), (6, 3, 12, 5, 7),
+                                           (64, 8, 64, 32, 32)])
+def test_mqar_layout(B, n, T, K, V):
+    ids, labels = mqar(B, n, T, K, V, gen())
+    assert ids.shape == labels.shape == (B, T)
+    assert ids.min() >= 0 and ids.max() < mqar_vocab(K, V)
+    keys, values = ids[:, 0:2 * n:2], ids[:, 1:2 * n:2]  # (B, n) each
+    assert (keys < K).all() and (values >= K).all()
+    for row in range(B):
+        assert len(set(keys[row].tolist())) == n  # distinct keys
+    scored = labels != IGNORE
+    assert scored[:, :2 * n].sum() == 0
+    assert torch.equal(scored[:, 2 * n:], torch.arange(T - 2 * n)
+                       .remainder(2).eq(0).expand(B, -1))
+    # each query is a listed key, its label the value listed with it,
+    # and the next input token repeats that value
+    for row in range(B):
+        table = dict(zip(keys[row].tolist(), values[row].tolist()))
+        for t in range(2 * n, T, 2):
+            assert labels[row, t].item() == table[ids[row, t].item()]
+            assert ids[row, t + 1] == labels[row, t]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_pairs": 4, "seq_len": 8}, "even and at least 2"),
+        ({"n_pairs": 4, "seq_len": 13}, "even and at least 2"),
+        ({"n_pairs": 5, "seq_len": 20, "n_keys": 4}, "at least 5 distinct keys"),
+        ({"n_pairs": 0, "seq_len": 20}, "n_pairs must be a positive int"),
+    ],
+)
+def test_mqar_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mqar(2, **kwargs)
+
+
+class _Lookup(nn.Module):
+    """Predicts, at each position, a fixed function of the current token."""
+
+    def __init__(self, vocab, table):
+        super().__init__()
+        self.vocab, self.table = vocab, table
+        self.bias = nn.Parameter(torch.zeros(vocab))
+
+    def forward(self, ids):
+        return F.one_hot(self.table[ids], self.vocab).double() * 10 + self.bias
+
+
+def test_token_accuracy_counts_answer_positions_only():
+    # In MQAR with one key and one value, the value follows the key: a
+    # model mapping key -> value is right on every answer position, even
+    # though it is wrong on every other position.
+    task = lambda b, g: mqar(b, 1, 10, 1, 1, g)  # noqa: E731
+    right = _Lookup(2, torch.tensor([1, 0]))
+    assert token_accuracy(right, task, 20) == 1.0
+    wrong = _Lookup(2, torch.tensor([0, 1]))
+    assert token_accuracy(wrong, task, 20) == 0.0
+
+
+def test_train_token_task_learns_a_tiny_copy():
+    from seqbook_lib.mixers import MixerLM
+
+    torch.manual_seed(0)
+    task = lambda b, g: selective_copying(b, 1, 3, 2, g)  # noqa: E731
+    model = MixerLM("gru", selective_copy_vocab(2), 16, num_layers=1)
+    before = token_accuracy(model, task, 200)
+    losses = train_token_task(model, task, steps=150, batch_size=32,
+                              lr=1e-2, seed=0)
+    assert len(losses) == 150 and losses[-1] < 0.5 * losses[0]
+    assert token_accuracy(model, task, 200) > max(0.9, before)
+    torch.manual_seed(0)
+    again = MixerLM("gru", selective_copy_vocab(2), 16, num_layers=1)
+    assert train_token_task(again, task, 150, 32, 1e-2, seed=0) == losses
+
+
+def test_token_task_bad_arguments():
+    model = _Lookup(2, torch.tensor([1, 0]))
+    with pytest.raises(TypeError, match="task must be a function"):
+        train_token_task(model, "mqar", 3)
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        train_token_task(model, lambda b, g: mqar(b, 1, 4, 1, 1, g), 0)
+    none = lambda b, g: TokenBatch(torch.zeros(b, 3, dtype=torch.long),  # noqa: E731
+                                   torch.full((b, 3), IGNORE))
+    with pytest.raises(ValueError, match="score no position"):
+        token_accuracy(model, none, 4)
